@@ -1,0 +1,369 @@
+"""Typed configuration: YAML files + ``--set dotted.key=value`` overrides -> validated dataclasses.
+
+Every field carries its constraints in ``field(metadata=...)``: ``min``/``max`` (inclusive), ``choices``, ``help``.
+Unknown keys, wrong types and out-of-range values raise ``ConfigError`` naming the dotted key path and what was
+expected, before any work starts. ``dump_config`` writes the resolved config next to a command's outputs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config problem a user can fix: names the key (or file) and what was expected."""
+
+
+def _f(default: Any, help: str = "", **limits: Any) -> Any:
+    meta = {"help": help, **limits}
+    if isinstance(default, list | dict):
+        return field(default_factory=lambda d=default: type(d)(d), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def _sub(cls: type) -> Any:
+    return field(default_factory=cls)
+
+
+# ----------------------------------------------------------------------------------------------------- world
+@dataclass
+class SpeechConfig:
+    source: str = _f(
+        "tts", "where user and pretraining speech comes from", choices=["tts", "librispeech", "folders"]
+    )
+    path: str | None = _f(None, "corpus root for librispeech/folders sources")
+    user_voice_pool: int = _f(400, "size of the TTS voice pool users are drawn from", min=1)
+    pretrain_voices: int = _f(120, "TTS voices in the pretraining pool (disjoint from users)", min=2)
+    babble_voices: int = _f(24, "TTS voices used only to make babble noise", min=2)
+    pretrain_utterances_per_voice: int = _f(16, "utterances per pretraining voice", min=1)
+    pretrain_validation_fraction: float = _f(
+        0.1, "share of pretraining speakers held out for validation", min=0.0, max=0.5
+    )
+    min_rms_dbfs: float = _f(-60.0, "an utterance quieter than this is rejected as silent", max=0.0)
+
+
+@dataclass
+class NoiseConfig:
+    source: str = _f(
+        "procedural", "noise places", choices=["procedural", "wham", "musan", "demand", "folder"]
+    )
+    path: str | None = _f(None, "noise corpus root for wham/musan/demand/folder sources")
+    families: list[str] = _f(
+        ["stationary", "babble", "hum", "clatter", "traffic", "music"],
+        "procedural families users are drawn from",
+    )
+    pretrain_environments: int = _f(
+        60, "environment instances in the pretraining pool (not used by any user)", min=1
+    )
+    pretrain_seconds_per_environment: float = _f(
+        60.0, "seconds of audio per pretraining environment", min=1.0
+    )
+    test_gap_seconds: float = _f(
+        5.0, "gap on each place's noise timeline between adaptation and test segments", min=0.0
+    )
+
+
+@dataclass
+class RoomConfig:
+    enabled: bool = _f(False, "reverberate users' speech in a shoebox room")
+    rt60_s: list[float] = _f([0.2, 0.8], "RT60 range in seconds [low, high]")
+    target: str = _f("dry", "clean reference for reverberant users", choices=["dry", "early"])
+    early_ms: float = _f(50.0, "early-reverb window after the direct path (target=early)", min=0.0, max=200.0)
+
+
+@dataclass
+class WorldConfig:
+    num_users: int = _f(40, "number of simulated users", min=1, max=100000)
+    cache_dir: str = _f("~/.cache/fedpse/worlds", "where built worlds (manifest + FLAC audio) are stored")
+    adaptation_minutes: float = _f(5.0, "unlabeled adaptation audio per user", min=0.05, max=600.0)
+    chunk_seconds: float = _f(10.0, "length of one adaptation chunk (chunks arrive round by round)", min=1.0)
+    test_mixtures: int = _f(6, "held-out test mixtures per user", min=1)
+    test_seconds: float = _f(10.0, "length of one test mixture", min=1.0)
+    snr_db: list[float] = _f([-5.0, 10.0], "range users' SNRs are drawn from [low, high] dB")
+    snr_spread_db: float = _f(2.0, "per-mixture SNR jitter around the user's own SNR (+-dB)", min=0.0)
+    workers: int = _f(2, "processes used to build the world", min=1, max=256)
+    speech: SpeechConfig = _sub(SpeechConfig)
+    noise: NoiseConfig = _sub(NoiseConfig)
+    room: RoomConfig = _sub(RoomConfig)
+
+
+# ---------------------------------------------------------------------------------------------- models
+@dataclass
+class ConvTasNetConfig:
+    N: int = _f(128, "encoder filters", min=1)  # noqa: N815 - the paper's hyper-parameter names
+    L: int = _f(16, "encoder filter length in samples (even)", min=2)  # noqa: N815
+    B: int = _f(64, "bottleneck channels", min=1)  # noqa: N815
+    H: int = _f(128, "channels inside each TCN block", min=1)  # noqa: N815
+    P: int = _f(3, "depthwise kernel size", min=1)  # noqa: N815
+    X: int = _f(6, "blocks per repeat (dilations 1..2^(X-1))", min=1)  # noqa: N815
+    R: int = _f(2, "repeats", min=1)  # noqa: N815
+    causal: bool = _f(False, "causal (cLN) instead of non-causal (gLN)")
+
+
+@dataclass
+class OnnxTeacherConfig:
+    path: str | None = _f(None, "path to a user-supplied ONNX denoiser (teacher.arch=onnx)")
+    sample_rate: int = _f(16000, "sample rate the ONNX model expects", min=1000)
+    framing: str = _f("whole", "how audio is fed to the model", choices=["whole", "chunk", "stateful"])
+    chunk_seconds: float = _f(4.0, "chunk length for framing=chunk", min=0.01)
+    hop_seconds: float = _f(2.0, "hop between chunks for framing=chunk (overlap-add)", min=0.01)
+    block_samples: int = _f(512, "block length for framing=stateful", min=1)
+    shift_samples: int = _f(128, "block shift for framing=stateful", min=1)
+
+
+@dataclass
+class StudentConfig:
+    layers: int = _f(2, "GRU layers of the student", min=1, max=8)
+    hidden: int = _f(32, "GRU units per layer of the student", min=1, max=4096)
+    checkpoint: str | None = _f(
+        "builtin:student-2x32",
+        "generic student weights: a path, builtin:NAME (shipped) or null (random init)",
+    )
+
+
+@dataclass
+class TeacherConfig:
+    arch: str = _f("convtasnet", "teacher model", choices=["gru", "convtasnet", "onnx"])
+    layers: int = _f(3, "GRU layers (arch=gru)", min=1, max=8)
+    hidden: int = _f(256, "GRU units per layer (arch=gru)", min=1, max=4096)
+    bidirectional: bool = _f(False, "bidirectional GRU teacher (it runs offline, so it may look ahead)")
+    convtasnet: ConvTasNetConfig = _sub(ConvTasNetConfig)
+    onnx: OnnxTeacherConfig = _sub(OnnxTeacherConfig)
+    checkpoint: str | None = _f(
+        "builtin:teacher-convtasnet", "teacher weights: a path, builtin:NAME (shipped) or null (random init)"
+    )
+
+
+@dataclass
+class PretrainConfig:
+    steps: int = _f(4000, "Adam steps", min=1)
+    batch_size: int = _f(8, "mixtures per step", min=1)
+    segment_seconds: float = _f(3.0, "length of each online-mixed training mixture", min=0.1)
+    lr: float = _f(1e-3, "Adam learning rate", min=0.0)
+    snr_db: list[float] = _f([-5.0, 10.0], "online mixing SNR range [low, high] dB")
+    grad_clip: float = _f(5.0, "gradient norm clip (0 = off)", min=0.0)
+    val_mixtures: int = _f(64, "validation mixtures (held-out pretraining speakers and noises)", min=1)
+    val_every: int = _f(250, "validate every N steps", min=1)
+    checkpoint_every: int = _f(250, "write a checkpoint every N steps", min=1)
+    threads: int = _f(2, "torch threads", min=1, max=256)
+    out_dir: str = _f("runs/pretrain", "where checkpoints and the log go (a subfolder per role)")
+
+
+@dataclass
+class AdaptConfig:
+    lr: float = _f(1e-3, "Adam learning rate for test-time fine-tuning", min=0.0)
+    steps: int = _f(500, "maximum Adam steps per adaptation call", min=0)
+    batch_size: int = _f(4, "crops per step", min=1)
+    segment_seconds: float = _f(4.0, "crop length (chunk length seen by one training example)", min=0.1)
+    layers: str = _f("all", "which student layers are adapted", choices=["all", "gru", "mask", "last_gru"])
+    holdout_fraction: float = _f(0.2, "unlabeled chunks held out for the stopping rule", min=0.0, max=0.9)
+    eval_every: int = _f(50, "check agreement with the teacher on held-out chunks every N steps", min=1)
+    patience: int = _f(4, "stop after this many checks without improvement (0 = never stop early)", min=0)
+    threads: int = _f(1, "torch threads", min=1, max=256)
+
+
+@dataclass
+class Config:
+    seed: int = _f(0, "master seed: same config + seed => identical world, runs and results")
+    world: WorldConfig = _sub(WorldConfig)
+    student: StudentConfig = _sub(StudentConfig)
+    teacher: TeacherConfig = _sub(TeacherConfig)
+    pretrain: PretrainConfig = _sub(PretrainConfig)
+    adapt: AdaptConfig = _sub(AdaptConfig)
+
+
+# ------------------------------------------------------------------------------------------------ validation
+_RANGE_PAIRS = {"world.snr_db", "world.room.rt60_s", "pretrain.snr_db"}
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against annotation ``tp`` (ints are accepted for floats); raise ConfigError on mismatch."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError as err:
+                errors.append(str(err))
+        raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+    if origin is list:
+        (item_tp,) = typing.get_args(tp)
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list of {_type_name(item_tp)}, got {value!r}")
+        return [_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true/false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return value
+    raise ConfigError(f"{key}: unsupported config type {tp}")  # a programming error, surfaced clearly
+
+
+def _check_limits(value: Any, meta: dict, key: str) -> None:
+    items = value if isinstance(value, list) else [value]
+    for item in items:
+        if item is None:
+            continue
+        if "choices" in meta and item not in meta["choices"]:
+            raise ConfigError(f"{key}: expected one of {meta['choices']}, got {item!r}")
+        if "min" in meta and item < meta["min"]:
+            raise ConfigError(f"{key}: expected >= {meta['min']}, got {item!r}")
+        if "max" in meta and item > meta["max"]:
+            raise ConfigError(f"{key}: expected <= {meta['max']}, got {item!r}")
+
+
+def _build(cls: type, data: Any, prefix: str) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix or '<root>'}: expected a mapping of keys, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        key = f"{prefix}.{unknown[0]}" if prefix else unknown[0]
+        raise ConfigError(f"{key}: unknown config key; known keys here: {sorted(fields)}")
+    kwargs = {}
+    for name, value in data.items():
+        key = f"{prefix}.{name}" if prefix else name
+        tp = hints[name]
+        if dataclasses.is_dataclass(tp):
+            kwargs[name] = _build(tp, value, key)
+        else:
+            kwargs[name] = _coerce(value, tp, key)
+            _check_limits(kwargs[name], fields[name].metadata, key)
+    obj = cls(**kwargs)
+    for name in fields:
+        key = f"{prefix}.{name}" if prefix else name
+        if key in _RANGE_PAIRS:
+            pair = getattr(obj, name)
+            if len(pair) != 2 or pair[0] > pair[1]:
+                raise ConfigError(f"{key}: expected [low, high] with low <= high, got {pair!r}")
+    return obj
+
+
+def _validate_whole(cfg: Config) -> None:
+    from fedpse.world.noise import FAMILIES  # deferred: config must stay importable without heavy deps
+
+    for fam in cfg.world.noise.families:
+        if fam not in FAMILIES:
+            raise ConfigError(
+                f"world.noise.families: unknown family {fam!r}; expected some of {sorted(FAMILIES)}"
+            )
+    if not cfg.world.noise.families:
+        raise ConfigError("world.noise.families: expected at least one family")
+    if cfg.world.speech.source != "tts" and not cfg.world.speech.path:
+        raise ConfigError(f"world.speech.path: required when world.speech.source={cfg.world.speech.source!r}")
+    if cfg.teacher.arch == "onnx" and not cfg.teacher.onnx.path:
+        raise ConfigError("teacher.onnx.path: required when teacher.arch='onnx'")
+    if cfg.world.noise.source != "procedural" and not cfg.world.noise.path:
+        raise ConfigError(f"world.noise.path: required when world.noise.source={cfg.world.noise.source!r}")
+
+
+# ------------------------------------------------------------------------------------------------- loading
+def default_config_path() -> Path:
+    """The embedded default config shipped inside the package."""
+    return Path(str(resources.files("fedpse") / "configs" / "default.yaml"))
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``a.b=value`` -> ("a.b", YAML-parsed value)."""
+    if "=" not in text:
+        raise ConfigError(f"--set {text!r}: expected dotted.key=value")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"--set {text!r}: empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as err:
+        raise ConfigError(f"--set {key}: cannot parse value {raw!r} ({err})") from None
+    return key, value
+
+
+def _apply_override(data: dict, key: str, value: Any) -> None:
+    parts = key.split(".")
+    node = data
+    for i, part in enumerate(parts[:-1]):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"{'.'.join(parts[: i + 1])}: is a value, cannot set {key}")
+        node = child
+    node[parts[-1]] = value
+
+
+def read_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({err})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of config keys at the top level")
+    return data
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Load ``path`` (default: the embedded default) on top of the built-in defaults, apply overrides, validate."""
+    data = read_yaml(path or default_config_path())
+    for text in overrides:
+        key, value = parse_override(text)
+        _apply_override(data, key, value)
+    cfg = _build(Config, data, "")
+    _validate_whole(cfg)
+    return cfg
+
+
+def config_to_dict(cfg: Any) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def dump_config(cfg: Config, path: str | Path) -> Path:
+    """Write the resolved config as YAML (loadable again by ``load_config``)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+    return path
+
+
+def describe(cls: type = Config, prefix: str = "") -> list[tuple[str, Any, str]]:
+    """(dotted key, default, help) for every leaf key: used by ``fedpse config`` and the docs."""
+    out = []
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        key = f"{prefix}.{f.name}" if prefix else f.name
+        if dataclasses.is_dataclass(hints[f.name]):
+            out += describe(hints[f.name], key)
+        else:
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            out.append((key, default, f.metadata.get("help", "")))
+    return out

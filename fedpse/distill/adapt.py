@@ -1,0 +1,186 @@
+"""One user's zero-shot test-time adaptation: fine-tune the student toward the teacher's outputs (pseudo-targets).
+
+This is the function the federated client, the cloud-student strategy and the bare-loop benchmark all call.
+Loss: negative SI-SDR between the student's output and the (detached) pseudo-target, on random crops of the
+user's unlabeled chunks. Stopping rule (unsupervised): a share of the chunks is held out; every ``eval_every``
+steps the student's agreement with the teacher on them (SI-SDR student-vs-pseudo-target) is measured, training
+stops after ``patience`` checks without improvement and the best-agreeing weights are kept.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from fedpse.audio.io import SAMPLE_RATE
+from fedpse.config import AdaptConfig
+from fedpse.distill.loss import neg_si_sdr_loss, si_sdr
+from fedpse.models.macs import forward_macs, train_macs
+
+
+@dataclass
+class AdaptResult:
+    steps: int
+    stopped_early: bool
+    agreement_db: list[dict] = field(default_factory=list)  # [{"step", "agreement_db"}] on held-out chunks
+    best_agreement_db: float = float("nan")
+    train_audio_seconds: float = 0.0
+    device_macs: float = 0.0  # student training + stopping-rule forward passes
+    wall_seconds: float = 0.0
+
+
+@torch.no_grad()
+def enhance(model: nn.Module, chunks: list[np.ndarray], max_batch: int = 8) -> list[np.ndarray]:
+    """Run ``model`` on each chunk (equal-length chunks are batched). Used for pseudo-targets and scoring."""
+    model.eval()
+    out: list[np.ndarray | None] = [None] * len(chunks)
+    by_len: dict[int, list[int]] = {}
+    for i, c in enumerate(chunks):
+        by_len.setdefault(len(c), []).append(i)
+    for idx in by_len.values():
+        for s in range(0, len(idx), max_batch):
+            part = idx[s : s + max_batch]
+            wave = torch.from_numpy(np.stack([np.asarray(chunks[i], np.float32) for i in part]))
+            res = model(wave).numpy()
+            for j, i in enumerate(part):
+                out[i] = res[j]
+    return out  # type: ignore[return-value]
+
+
+def pseudo_targets(teacher: nn.Module, chunks: list[np.ndarray]) -> list[np.ndarray]:
+    """The teacher's outputs for a user's unlabeled chunks (no gradients)."""
+    return enhance(teacher, chunks)
+
+
+def select_trainable(student: nn.Module, layers: str) -> list[nn.Parameter]:
+    """Freeze everything except ``layers``: all | gru | mask | last_gru (GRU mask nets)."""
+    names = dict(student.named_parameters())
+    if layers == "all":
+        chosen = set(names)
+    elif layers == "gru":
+        chosen = {n for n in names if n.startswith("gru.")}
+    elif layers == "mask":
+        chosen = {n for n in names if n.startswith("mask.")}
+    elif layers == "last_gru":
+        last = max(
+            (int(n.rsplit("_l", 1)[1].split("_")[0]) for n in names if n.startswith("gru.")), default=0
+        )
+        chosen = {n for n in names if n.startswith("gru.") and f"_l{last}" in n}
+    else:
+        raise ValueError(f"adapt.layers: expected all | gru | mask | last_gru, got {layers!r}")
+    if not chosen:
+        raise ValueError(f"adapt.layers={layers!r} selects no parameters of {type(student).__name__}")
+    for n, p in names.items():
+        p.requires_grad_(n in chosen)
+    return [names[n] for n in sorted(chosen)]
+
+
+def _crops(rng, noisy, targets, size: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    lengths = np.array([len(c) for c in noisy], dtype=np.float64)
+    picks = rng.choice(len(noisy), size=size, p=lengths / lengths.sum())
+    xs, ys = [], []
+    for k in picks:
+        start = int(rng.integers(0, len(noisy[k]) - n + 1))
+        xs.append(noisy[k][start : start + n])
+        ys.append(targets[k][start : start + n])
+    return torch.from_numpy(np.stack(xs).astype(np.float32)), torch.from_numpy(
+        np.stack(ys).astype(np.float32)
+    )
+
+
+@torch.no_grad()
+def agreement(student: nn.Module, noisy: list[np.ndarray], targets: list[np.ndarray]) -> float:
+    """Mean SI-SDR (dB) of the student's outputs against the pseudo-targets."""
+    outs = enhance(student, noisy)
+    scores = [
+        si_sdr(torch.from_numpy(o)[None], torch.from_numpy(np.asarray(t, np.float32))[None])
+        for o, t in zip(outs, targets, strict=True)
+    ]
+    return float(torch.cat(scores).mean())
+
+
+def adapt(
+    student: nn.Module,
+    noisy: list[np.ndarray],
+    targets: list[np.ndarray],
+    cfg: AdaptConfig,
+    seed: int = 0,
+) -> AdaptResult:
+    """Fine-tune ``student`` in place on (noisy chunk, pseudo-target) pairs; return what it did and cost."""
+    if len(noisy) != len(targets) or not noisy:
+        raise ValueError(
+            f"adapt: need matching non-empty lists of chunks and targets, got {len(noisy)} and {len(targets)}"
+        )
+    for i, (x, y) in enumerate(zip(noisy, targets, strict=True)):
+        if len(x) != len(y):
+            raise ValueError(f"adapt: chunk {i} has {len(x)} samples but its target has {len(y)}")
+    t0 = time.perf_counter()
+    torch.set_num_threads(cfg.threads)
+    rng = np.random.default_rng([seed, 31])
+    order = rng.permutation(len(noisy))
+    n_hold = math.floor(len(noisy) * cfg.holdout_fraction) if len(noisy) > 1 else 0
+    hold, train = sorted(order[:n_hold]), sorted(order[n_hold:])
+    tr_x, tr_y = [noisy[i] for i in train], [targets[i] for i in train]
+    ho_x, ho_y = [noisy[i] for i in hold], [targets[i] for i in hold]
+    n = min(int(cfg.segment_seconds * SAMPLE_RATE), min(len(x) for x in tr_x))
+    result = AdaptResult(steps=0, stopped_early=False)
+    if cfg.steps == 0:
+        return result
+    params = select_trainable(student, cfg.layers)
+    opt = torch.optim.Adam(params, lr=cfg.lr)
+    hold_seconds = sum(len(x) for x in ho_x) / SAMPLE_RATE
+    use_rule = bool(ho_x) and cfg.patience > 0
+    best_state, best, stale = None, -math.inf, 0
+    if use_rule:
+        best = agreement(student, ho_x, ho_y)
+        best_state = copy.deepcopy(student.state_dict())
+        result.agreement_db.append({"step": 0, "agreement_db": best})
+        result.device_macs += forward_macs(student, hold_seconds)
+    for step in range(1, cfg.steps + 1):
+        student.train()
+        x, y = _crops(rng, tr_x, tr_y, cfg.batch_size, n)
+        loss = neg_si_sdr_loss(student(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        result.steps = step
+        if use_rule and step % cfg.eval_every == 0:
+            score = agreement(student, ho_x, ho_y)
+            result.device_macs += forward_macs(student, hold_seconds)
+            result.agreement_db.append({"step": step, "agreement_db": score})
+            if score > best + 1e-3:
+                best, best_state, stale = score, copy.deepcopy(student.state_dict()), 0
+            else:
+                stale += 1
+                if stale >= cfg.patience:
+                    result.stopped_early = True
+                    break
+    if use_rule and best_state is not None:
+        student.load_state_dict(best_state)
+        result.best_agreement_db = best
+    for p in student.parameters():
+        p.requires_grad_(True)
+    student.eval()
+    result.train_audio_seconds = result.steps * cfg.batch_size * n / SAMPLE_RATE
+    result.device_macs += train_macs(student, result.train_audio_seconds)
+    result.wall_seconds = time.perf_counter() - t0
+    return result
+
+
+def score(models: dict[str, nn.Module], test_set: list[tuple[np.ndarray, np.ndarray]]) -> dict[str, float]:
+    """Mean SI-SDR (dB) on a user's held-out test set: ``noisy`` (the mixture itself) and each model."""
+    from fedpse.audio.metrics import si_sdr as si_sdr_np
+
+    noisy = [x for x, _ in test_set]
+    clean = [y for _, y in test_set]
+    out = {"noisy": float(np.mean([si_sdr_np(x, y) for x, y in test_set]))}
+    for name, model in models.items():
+        est = enhance(model, noisy)
+        out[name] = float(np.mean([si_sdr_np(e, y) for e, y in zip(est, clean, strict=True)]))
+    return out

@@ -1,0 +1,118 @@
+"""Students and teachers from config: architecture specs, shipped ``builtin:NAME`` checkpoints, ONNX teachers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from fedpse.config import Config, ConfigError
+from fedpse.models.checkpoints import load_checkpoint
+from fedpse.models.registry import build_from_spec
+
+BUILTIN_DIR = Path(__file__).resolve().parent.parent / "checkpoints"
+
+
+def student_spec(cfg: Config) -> dict:
+    return {
+        "arch": "gru",
+        "num_layers": cfg.student.layers,
+        "hidden": cfg.student.hidden,
+        "bidirectional": False,
+    }
+
+
+def teacher_spec(cfg: Config) -> dict:
+    t = cfg.teacher
+    if t.arch == "gru":
+        return {"arch": "gru", "num_layers": t.layers, "hidden": t.hidden, "bidirectional": t.bidirectional}
+    if t.arch == "convtasnet":
+        c = t.convtasnet
+        return {
+            "arch": "convtasnet",
+            "N": c.N,
+            "L": c.L,
+            "B": c.B,
+            "H": c.H,
+            "P": c.P,
+            "X": c.X,
+            "R": c.R,
+            "causal": c.causal,
+        }
+    raise ConfigError(
+        f"teacher.arch={t.arch!r} has no trainable architecture spec (ONNX teachers are loaded by path)"
+    )
+
+
+def resolve_checkpoint(ref: str, key: str) -> Path:
+    """``builtin:NAME`` -> the shipped file; anything else is a path. Errors name the config key."""
+    if ref.startswith("builtin:"):
+        name = ref.split(":", 1)[1]
+        path = BUILTIN_DIR / f"{name}.pt"
+        if not path.is_file():
+            known = sorted(p.stem for p in BUILTIN_DIR.glob("*.pt"))
+            raise ConfigError(f"{key}: no shipped checkpoint {name!r}; shipped: {known}")
+        return path
+    path = Path(ref).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"{key}: checkpoint file {path} not found")
+    return path
+
+
+def _load_or_init(spec: dict, ref: str | None, key: str) -> tuple[nn.Module, dict]:
+    if ref is None:
+        return build_from_spec(spec).eval(), {"init": "random"}
+    expected = {
+        k: v
+        for k, v in spec.items()
+        if k in ("arch", "num_layers", "hidden", "bidirectional", "N", "B", "H", "X", "R")
+    }
+    return load_checkpoint(resolve_checkpoint(ref, key), expected_arch=expected)
+
+
+def load_student(cfg: Config) -> tuple[nn.Module, dict]:
+    """The generic (pretrained) student described by ``student.*``."""
+    return _load_or_init(student_spec(cfg), cfg.student.checkpoint, "student.checkpoint")
+
+
+class _OnnxModule(nn.Module):
+    """Wraps an ONNX teacher so it is called like the torch teachers (no gradients, inference only)."""
+
+    def __init__(self, teacher):
+        super().__init__()
+        self.teacher = teacher
+
+    def forward(self, wave: torch.Tensor) -> torch.Tensor:
+        out = self.teacher.enhance(wave.detach().cpu().numpy())
+        return torch.as_tensor(out, dtype=torch.float32)
+
+
+def load_teacher(cfg: Config) -> tuple[nn.Module, dict]:
+    """The teacher described by ``teacher.*`` (a trained GRU/ConvTasNet checkpoint or an ONNX file), in eval mode."""
+    if cfg.teacher.arch == "onnx":
+        from fedpse.models.onnx_teacher import OnnxTeacher
+
+        o = cfg.teacher.onnx
+        teacher = OnnxTeacher(
+            o.path,
+            sample_rate=o.sample_rate,
+            framing=o.framing,
+            chunk_seconds=o.chunk_seconds,
+            hop_seconds=o.hop_seconds,
+            block_samples=o.block_samples,
+            shift_samples=o.shift_samples,
+        )
+        return _OnnxModule(teacher).eval(), {"arch": "onnx", "path": str(o.path)}
+    model, card = _load_or_init(teacher_spec(cfg), cfg.teacher.checkpoint, "teacher.checkpoint")
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model, card
+
+
+def role_spec(cfg: Config, role: str) -> dict:
+    if role == "student":
+        return student_spec(cfg)
+    if role == "teacher":
+        return teacher_spec(cfg)
+    raise ConfigError(f"--role: expected 'student' or 'teacher', got {role!r}")

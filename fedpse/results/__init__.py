@@ -1,0 +1,1 @@
+"""fedpse.results."""
