@@ -81,8 +81,8 @@ def _procedural_places(cfg: Config, count: int, stream: int, prefix: str) -> lis
 def _corpus_places(cfg: Config) -> tuple[list[dict], list[dict]]:
     from fedpse.world.corpora import scan_noise_corpus
 
-    places = scan_noise_corpus(cfg.world.noise.path, cfg.world.noise.source)
     need = timeline_seconds(cfg)
+    places = scan_noise_corpus(cfg.world.noise.path, cfg.world.noise.source, min_place_seconds=need)
     rng = seeded_rng(cfg.seed, S_PLACES)
     places = [places[i] for i in rng.permutation(len(places))]
     n_pre = max(1, len(places) // 4)

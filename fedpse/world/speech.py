@@ -78,9 +78,7 @@ def files_stream(files: list[str], seconds: float, rng: np.random.Generator, min
 
 def split_speaker(speaker, test_seconds: float, adapt_seconds: float) -> tuple[list[str], list[str]]:
     """(test files, adaptation files) of a corpus speaker: disjoint, test first; errors if it is too short."""
-    import soundfile as sf
-
-    from fedpse.world.corpora import check_speaker_duration
+    from fedpse.world.corpora import audio_seconds, check_speaker_duration
 
     check_speaker_duration(speaker, test_seconds + adapt_seconds)
     test, acc = [], 0.0
@@ -88,7 +86,7 @@ def split_speaker(speaker, test_seconds: float, adapt_seconds: float) -> tuple[l
         if acc >= test_seconds:
             break
         test.append(str(path))
-        acc += sf.info(str(path)).duration
+        acc += audio_seconds(path)
     return test, [str(p) for p in speaker.files[len(test) :]]
 
 
