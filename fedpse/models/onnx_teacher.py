@@ -1,0 +1,406 @@
+"""Any user-supplied ONNX denoiser as a KD teacher (inference only, CPU, onnxruntime).
+
+The model takes a waveform at its own sample rate and returns the enhanced waveform. Three framings:
+
+- ``whole``: the whole utterance in one call; the model's time axis must be dynamic.
+- ``chunk``: fixed-length chunks (the model's fixed time length, or ``chunk_seconds``) every ``hop_seconds``, the
+  outputs Hann-windowed and overlap-added with the window sum normalised to one (``hop == chunk``: plain
+  concatenation, no window). The signal is zero-padded so every sample sees full overlap.
+- ``stateful``: a streaming model with extra state inputs/outputs (DTLN-like): blocks of ``block_samples`` every
+  ``shift_samples`` (model-rate samples), states start at zero and each state output is fed back to its state input
+  (paired by name, e.g. ``h_in``/``h_out``, else by position); output blocks are overlap-added without a window (as
+  in DTLN) and the ``block - shift`` latency is compensated so the output is time-aligned. Multi-stage models
+  (DTLN ships two ONNX files with an FFT in between) are out of scope.
+
+Audio arrives at 16 kHz; it is resampled (``scipy.signal.resample_poly``) to the model's sample rate (argument, else
+the ONNX metadata key ``sample_rate``, else 16 kHz) and back, and returned with the input's length.
+Accepted input layouts: ``[T]``, ``[batch, T]``, ``[batch, 1, T]`` (time last; other axes 1 or dynamic).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy.signal import resample_poly
+from torch import Tensor, nn
+
+SAMPLE_RATE = 16000
+FRAMINGS = ("whole", "chunk", "stateful")
+DEFAULT_CHUNK_SECONDS = 4.0
+_DTYPES = {"tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(float16)": np.float16}
+_STATE_WORDS = {
+    "in",
+    "out",
+    "input",
+    "output",
+    "inputs",
+    "outputs",
+    "next",
+    "new",
+    "prev",
+    "previous",
+    "old",
+    "init",
+}
+
+
+class OnnxTeacherError(ValueError):
+    """An ONNX teacher that cannot be used as configured: names the file and what was expected."""
+
+    def __init__(self, path: str | Path, reason: str):
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{path}: {reason}")
+
+
+class OnnxTeacher:
+    """A user's ONNX denoiser. ``enhance(wave[T] or [B, T] at 16 kHz) -> same shape, float32``."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        sample_rate: int | None = None,
+        framing: str = "whole",
+        chunk_seconds: float | None = None,
+        hop_seconds: float | None = None,
+        input_name: str | None = None,
+        output_name: str | None = None,
+        block_samples: int | None = None,
+        shift_samples: int | None = None,
+        num_threads: int = 1,
+    ):
+        self.path = Path(path)
+        if framing not in FRAMINGS:
+            raise OnnxTeacherError(self.path, f"unknown framing {framing!r}; expected one of {FRAMINGS}")
+        self.framing = framing
+        self.session = _open_session(self.path, num_threads)
+        self.sample_rate = int(sample_rate or self._metadata_sample_rate() or SAMPLE_RATE)
+        inputs = {i.name: i for i in self.session.get_inputs()}
+        outputs = {o.name: o for o in self.session.get_outputs()}
+        self._input = self._pick_input(inputs, input_name, block_samples)
+        self._output = self._pick_output(outputs, output_name)
+        self._dtype = self._input_dtype(self._input)
+        self._time_length = _fixed(self._input.shape[-1]) if self._input.shape else None
+        if framing == "whole":
+            self._setup_whole()
+        elif framing == "chunk":
+            self._setup_chunk(chunk_seconds, hop_seconds)
+        else:
+            self._setup_stateful(inputs, outputs, block_samples, shift_samples)
+
+    # ----------------------------------------------------------------------------------------------- public
+    def enhance(self, wave: np.ndarray) -> np.ndarray:
+        """Enhance 16 kHz audio. wave: [T] or [B, T] -> float32 of the same shape."""
+        wave = np.asarray(wave)
+        if wave.ndim not in (1, 2) or wave.shape[-1] == 0:
+            raise ValueError(
+                f"OnnxTeacher.enhance expects a non-empty wave of shape [T] or [B, T], got {wave.shape}"
+            )
+        if not np.all(np.isfinite(wave)):
+            raise ValueError("OnnxTeacher.enhance got NaN or inf samples")
+        batch = wave.reshape(-1, wave.shape[-1]).astype(np.float64)
+        num_samples = batch.shape[-1]
+        x = _resample(batch, SAMPLE_RATE, self.sample_rate)
+        if self.framing == "whole":
+            y = self._run_batch(x)
+        elif self.framing == "chunk":
+            y = self._run_chunked(x)
+        else:
+            y = np.stack([self._run_stateful(row) for row in x])
+        y = _fit_length(_resample(y, self.sample_rate, SAMPLE_RATE), num_samples)
+        return y.astype(np.float32).reshape(wave.shape)
+
+    __call__ = enhance
+
+    def as_torch_teacher(self) -> TorchOnnxTeacher:
+        """A parameter-free ``nn.Module`` running this teacher without gradients on tensors."""
+        return TorchOnnxTeacher(self)
+
+    def describe(self) -> dict:
+        """JSON-friendly description for model cards and ledgers."""
+        return {
+            "arch": "onnx",
+            "path": str(self.path),
+            "sample_rate": self.sample_rate,
+            "framing": self.framing,
+            "input": {"name": self._input.name, "shape": list(self._input.shape)},
+            "output": {"name": self._output.name, "shape": list(self._output.shape)},
+        }
+
+    # ------------------------------------------------------------------------------------------------ setup
+    def _fail(self, reason: str) -> OnnxTeacherError:
+        return OnnxTeacherError(self.path, reason)
+
+    def _metadata_sample_rate(self) -> int | None:
+        value = self.session.get_modelmeta().custom_metadata_map.get("sample_rate")
+        try:
+            return int(value) if value else None
+        except ValueError:
+            raise self._fail(f"ONNX metadata sample_rate={value!r} is not an integer") from None
+
+    def _pick_input(self, inputs: dict, name: str | None, block_samples: int | None):
+        listing = _listing(inputs.values())
+        if name is not None:
+            if name not in inputs:
+                raise self._fail(f"model has no input {name!r}; its inputs are {listing}")
+            return inputs[name]
+        if self.framing != "stateful":
+            if len(inputs) != 1:
+                raise self._fail(
+                    f"model has {len(inputs)} inputs {listing}; framing={self.framing!r} needs exactly one waveform "
+                    "input (pass input_name=..., or framing='stateful' for a streaming model with state inputs)"
+                )
+            return next(iter(inputs.values()))
+        if block_samples is not None:
+            matching = [
+                i for i in inputs.values() if _fixed(i.shape[-1] if i.shape else None) == block_samples
+            ]
+            if len(matching) == 1:
+                return matching[0]
+        return next(iter(inputs.values()))
+
+    def _pick_output(self, outputs: dict, name: str | None):
+        if name is not None:
+            if name not in outputs:
+                raise self._fail(
+                    f"model has no output {name!r}; its outputs are {_listing(outputs.values())}"
+                )
+            return outputs[name]
+        same = [o for o in outputs.values() if list(o.shape) == list(self._input.shape)]
+        return same[0] if same else next(iter(outputs.values()))
+
+    def _input_dtype(self, arg) -> type:
+        if arg.type not in _DTYPES:
+            raise self._fail(f"input {arg.name!r} has type {arg.type}; expected a float tensor")
+        return _DTYPES[arg.type]
+
+    def _check_layout(self, expected: str) -> None:
+        shape = list(self._input.shape)
+        ok = 1 <= len(shape) <= 3 and all(_fixed(d) in (None, 1) for d in shape[:-1])
+        if not ok:
+            raise self._fail(
+                f"input {self._input.name!r} has shape {shape}; framing={self.framing!r} expects {expected} "
+                "(a mono waveform with time last: [T], [batch, T] or [batch, 1, T])"
+            )
+
+    def _setup_whole(self) -> None:
+        self._check_layout("[batch, time] with a dynamic time axis")
+        if self._time_length is not None:
+            seconds = self._time_length / self.sample_rate
+            raise self._fail(
+                f"input {self._input.name!r} has shape {list(self._input.shape)} (fixed time length "
+                f"{self._time_length} samples), but framing='whole' needs a dynamic time axis; use framing='chunk' "
+                f"(chunk_seconds={seconds:g}) or framing='stateful' for a streaming model"
+            )
+
+    def _setup_chunk(self, chunk_seconds: float | None, hop_seconds: float | None) -> None:
+        self._check_layout("[batch, chunk] with a fixed or dynamic chunk length")
+        if self._time_length is not None:
+            chunk = self._time_length
+            if chunk_seconds is not None and round(chunk_seconds * self.sample_rate) != chunk:
+                raise self._fail(
+                    f"input {self._input.name!r} has shape {list(self._input.shape)} (chunks of {chunk} samples = "
+                    f"{chunk / self.sample_rate:g} s) but chunk_seconds={chunk_seconds} was given"
+                )
+        else:
+            chunk = round((chunk_seconds or DEFAULT_CHUNK_SECONDS) * self.sample_rate)
+        hop = chunk // 2 if hop_seconds is None else round(hop_seconds * self.sample_rate)
+        if chunk < 2 or not (1 <= hop <= chunk // 2 or hop == chunk):
+            raise self._fail(
+                f"chunk of {chunk} samples with hop {hop}: the hop must be in [1, chunk/2] (Hann overlap-add) "
+                "or equal to the chunk (no overlap)"
+            )
+        self._chunk, self._hop = chunk, hop
+        if hop == chunk:
+            self._window = np.ones(chunk)
+        else:
+            self._window = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(chunk) / chunk)  # periodic Hann
+
+    def _setup_stateful(self, inputs: dict, outputs: dict, block: int | None, shift: int | None) -> None:
+        self._check_layout("[batch, block] plus state inputs")
+        if self._time_length is None and block is None:
+            raise self._fail(
+                f"input {self._input.name!r} has a dynamic time axis {list(self._input.shape)}; pass block_samples"
+            )
+        if self._time_length is not None and block is not None and block != self._time_length:
+            raise self._fail(
+                f"input {self._input.name!r} has shape {list(self._input.shape)} (blocks of {self._time_length} "
+                f"samples) but block_samples={block} was given"
+            )
+        block = block or self._time_length
+        if shift is None or not 1 <= shift <= block:
+            raise self._fail(
+                f"framing='stateful' needs shift_samples in [1, block_samples={block}], got {shift!r}"
+            )
+        self._block, self._shift = block, shift
+        state_in = [i for n, i in inputs.items() if n != self._input.name]
+        state_out = [o for n, o in outputs.items() if n != self._output.name]
+        if len(state_in) != len(state_out):
+            raise self._fail(
+                f"stateful model has {len(state_in)} state inputs {_listing(state_in)} but {len(state_out)} state "
+                f"outputs {_listing(state_out)} besides the audio ({self._input.name!r} -> {self._output.name!r})"
+            )
+        self._state_pairs = _pair_states(state_in, state_out)
+        self._state_init = {}
+        for arg, _out in self._state_pairs:
+            shape = [
+                1 if (d is None or isinstance(d, str)) and k == 0 else d for k, d in enumerate(arg.shape)
+            ]
+            if any(_fixed(d) is None for d in shape):
+                raise self._fail(
+                    f"state input {arg.name!r} has shape {list(arg.shape)}; states need a fixed shape"
+                )
+            self._state_init[arg.name] = np.zeros(shape, dtype=self._input_dtype(arg))
+
+    # -------------------------------------------------------------------------------------------------- run
+    def _feed(self, x: np.ndarray) -> np.ndarray:
+        """[n, t] -> the model's input layout."""
+        rank = len(self._input.shape)
+        x = x.astype(self._dtype)
+        return x[0] if rank == 1 else (x if rank == 2 else x[:, None, :])
+
+    def _call(self, x: np.ndarray, extra: dict | None = None) -> list[np.ndarray]:
+        try:
+            return self.session.run(None, {self._input.name: self._feed(x), **(extra or {})})
+        except Exception as err:  # onnxruntime raises its own exception types
+            raise self._fail(f"onnxruntime failed on input of shape {list(x.shape)}: {err}") from None
+
+    def _output_index(self) -> int:
+        return [o.name for o in self.session.get_outputs()].index(self._output.name)
+
+    def _run_batch(self, x: np.ndarray) -> np.ndarray:
+        """[n, t] -> [n, t]: one call when the batch axis is dynamic, else one call per row."""
+        rank = len(self._input.shape)
+        if rank >= 2 and _fixed(self._input.shape[0]) is None:
+            return self._as_waves(self._call(x)[self._output_index()], x.shape[0], x.shape[1])
+        return np.concatenate(
+            [self._as_waves(self._call(row[None])[self._output_index()], 1, x.shape[1]) for row in x]
+        )
+
+    def _as_waves(self, y: np.ndarray, n: int, length: int) -> np.ndarray:
+        y = np.asarray(y, dtype=np.float64)
+        if y.size % n or (y.ndim >= 1 and n > 1 and y.shape[0] != n):
+            raise self._fail(
+                f"output {self._output.name!r} has shape {list(y.shape)}; expected {n} waveform(s)"
+            )
+        y = y.reshape(n, -1)
+        if y.shape[1] != length and (y.shape[1] >= 2 * length or y.shape[1] < length // 2):
+            raise self._fail(
+                f"output {self._output.name!r} has shape {list(y.shape)} for {length} input samples; expected one "
+                "waveform of (about) the input length (a multi-source output? pass output_name=...)"
+            )
+        return _fit_length(y, length)
+
+    def _run_chunked(self, x: np.ndarray) -> np.ndarray:
+        chunk, hop = self._chunk, self._hop
+        n, length = x.shape
+        pad = chunk - hop
+        count = max(1, math.ceil((length + 2 * pad - chunk) / hop) + 1)
+        total = (count - 1) * hop + chunk
+        padded = np.zeros((n, total))
+        padded[:, pad : pad + length] = x
+        starts = range(0, total - chunk + 1, hop)
+        chunks = np.stack([padded[:, s : s + chunk] for s in starts], axis=1)  # [n, count, chunk]
+        outs = self._run_batch(chunks.reshape(-1, chunk)).reshape(n, len(starts), chunk)
+        out = np.zeros((n, total))
+        weight = np.zeros(total)
+        for k, s in enumerate(starts):
+            out[:, s : s + chunk] += outs[:, k] * self._window
+            weight[s : s + chunk] += self._window
+        return out[:, pad : pad + length] / np.maximum(weight[pad : pad + length], 1e-8)
+
+    def _run_stateful(self, x: np.ndarray) -> np.ndarray:
+        block, shift = self._block, self._shift
+        # A streaming model emits a block's oldest `shift` samples once they are complete, `block - shift` samples
+        # late: pad that much in front (the zero-filled initial buffer) and behind (the flush), then drop the delay.
+        delay = block - shift
+        count = max(1, math.ceil((x.shape[0] + 2 * delay - block) / shift) + 1)
+        total = (count - 1) * shift + block
+        padded = np.zeros(total)
+        padded[delay : delay + x.shape[0]] = x
+        out = np.zeros(total)
+        states = dict(self._state_init)
+        names = [o.name for o in self.session.get_outputs()]
+        for k in range(count):
+            start = k * shift
+            results = dict(zip(names, self._call(padded[None, start : start + block], states), strict=True))
+            out[start : start + block] += self._as_waves(results[self._output.name], 1, block)[0]
+            states = {
+                arg.name: results[o.name].astype(self._state_init[arg.name].dtype)
+                for arg, o in self._state_pairs
+            }
+        return out[delay : delay + x.shape[0]]
+
+
+class TorchOnnxTeacher(nn.Module):
+    """Torch-facing wrapper: ``forward(wave[B, T] or [T]) -> Tensor`` on the input's device/dtype, no gradients."""
+
+    def __init__(self, teacher: OnnxTeacher):
+        super().__init__()
+        self.teacher = teacher
+
+    @torch.no_grad()
+    def forward(self, wave: Tensor) -> Tensor:
+        out = self.teacher.enhance(wave.detach().to("cpu", torch.float32).numpy())
+        return torch.from_numpy(out).to(device=wave.device, dtype=wave.dtype)
+
+
+# ---------------------------------------------------------------------------------------------------- helpers
+def _open_session(path: Path, num_threads: int):
+    if not path.is_file():
+        raise OnnxTeacherError(path, "ONNX teacher file not found")
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise ImportError("OnnxTeacher needs onnxruntime: pip install 'fedpse[onnx]'") from None
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = num_threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    try:
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as err:  # InvalidProtobuf, Fail, ... (onnxruntime's own types)
+        raise OnnxTeacherError(path, f"not a loadable ONNX model ({type(err).__name__}: {err})") from None
+
+
+def _fixed(dim) -> int | None:
+    """A dimension's fixed size, or None when symbolic/dynamic."""
+    return dim if isinstance(dim, int) and not isinstance(dim, bool) and dim > 0 else None
+
+
+def _listing(args) -> list[str]:
+    return [f"{a.name}{list(a.shape)}" for a in args]
+
+
+def _state_key(name: str) -> str:
+    words = [w for w in re.split(r"[^a-z0-9]+", name.lower()) if w and w not in _STATE_WORDS]
+    return "_".join(words)
+
+
+def _pair_states(state_in: list, state_out: list) -> list[tuple]:
+    """Pair each state input with the output fed back to it: by name (``h_in``/``h_out``) else by position."""
+    keys_in = [_state_key(a.name) for a in state_in]
+    keys_out = [_state_key(o.name) for o in state_out]
+    if len(set(keys_in)) == len(keys_in) and sorted(keys_in) == sorted(keys_out):
+        by_key = dict(zip(keys_out, state_out, strict=True))
+        return [(a, by_key[k]) for a, k in zip(state_in, keys_in, strict=True)]
+    return list(zip(state_in, state_out, strict=True))
+
+
+def _resample(x: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
+    if from_rate == to_rate:
+        return x
+    ratio = Fraction(to_rate, from_rate).limit_denominator(1000)
+    return resample_poly(x, ratio.numerator, ratio.denominator, axis=-1)
+
+
+def _fit_length(y: np.ndarray, length: int) -> np.ndarray:
+    """Crop or zero-pad the last axis to ``length``."""
+    if y.shape[-1] >= length:
+        return y[..., :length]
+    return np.pad(y, [(0, 0)] * (y.ndim - 1) + [(0, length - y.shape[-1])])
