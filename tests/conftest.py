@@ -1,0 +1,36 @@
+"""Shared fixtures: tiny worlds built once per session into a temporary cache."""
+
+from __future__ import annotations
+
+import pytest
+
+from fedpse.config import load_config
+
+TINY_WORLD = [
+    "world.num_users=3",
+    "world.adaptation_minutes=0.4",
+    "world.chunk_seconds=6",
+    "world.test_mixtures=2",
+    "world.test_seconds=4",
+    "world.speech.user_voice_pool=6",
+    "world.speech.pretrain_voices=4",
+    "world.speech.pretrain_utterances_per_voice=3",
+    "world.speech.babble_voices=4",
+    "world.noise.pretrain_environments=3",
+    "world.noise.pretrain_seconds_per_environment=6",
+    "world.workers=1",
+]
+
+
+def tiny_config(cache_dir, *extra: str):
+    return load_config(overrides=[*TINY_WORLD, f"world.cache_dir={cache_dir}", *extra])
+
+
+@pytest.fixture(scope="session")
+def tiny_world(tmp_path_factory):
+    """A 3-user world with every noise family represented across users and the pretraining pool."""
+    from fedpse.world.cache import build_world
+
+    cache = tmp_path_factory.mktemp("worlds")
+    cfg = tiny_config(cache, "world.noise.families=[babble, hum, clatter]")
+    return cfg, build_world(cfg, progress=False)
