@@ -36,6 +36,30 @@ def _parser() -> argparse.ArgumentParser:
     verify = wsub.add_parser("verify", help="re-hash every user's audio against the manifest")
     _add_config_args(verify)
 
+    pre = sub.add_parser(
+        "pretrain", help="train a generic student or a teacher on the world's pretraining pool"
+    )
+    _add_config_args(pre)
+    pre.add_argument(
+        "--role", required=True, choices=["student", "teacher"], help="which model of the config to train"
+    )
+    pre.add_argument(
+        "--resume", action="store_true", help="continue from the last checkpoint in the output folder"
+    )
+    pre.add_argument("--out", default=None, help="output folder (default: pretrain.out_dir)")
+    pre.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    ad = sub.add_parser("adapt", help="zero-shot test-time adaptation of one user's student (no federation)")
+    _add_config_args(ad)
+    ad.add_argument("--user", required=True, help="user id, e.g. u0003")
+    ad.add_argument(
+        "--targets", default="teacher", choices=["teacher", "clean"], help="clean = oracle upper bound"
+    )
+    ad.add_argument("--out", default=None, help="output folder (default: runs/adapt-<user>)")
+    ad.add_argument(
+        "--save-student", action="store_true", help="also save the personalized student checkpoint"
+    )
+
     cfg = sub.add_parser("config", help="show config keys or the resolved config")
     csub = cfg.add_subparsers(dest="action", required=True)
     csub.add_parser("keys", help="every config key with its default and meaning")
@@ -54,8 +78,12 @@ def _world_summary(world) -> dict:
     return {
         "path": str(world.root),
         "users": len(users),
-        "adaptation_chunks_per_user": len([s for s in users[0]["segments"] if s["part"] == "adapt"]) if users else 0,
-        "test_mixtures_per_user": len([s for s in users[0]["segments"] if s["part"] == "test"]) if users else 0,
+        "adaptation_chunks_per_user": len([s for s in users[0]["segments"] if s["part"] == "adapt"])
+        if users
+        else 0,
+        "test_mixtures_per_user": len([s for s in users[0]["segments"] if s["part"] == "test"])
+        if users
+        else 0,
         "places_by_family": families,
         "pretrain_speakers": {
             split: sum(1 for e in m["pretrain_speech"] if e["split"] == split) for split in ("train", "val")
@@ -85,6 +113,63 @@ def cmd_world(args) -> int:
     return 0
 
 
+def cmd_pretrain(args) -> int:
+    from pathlib import Path
+
+    from fedpse.config import dump_config
+    from fedpse.distill.pretrain import pretrain
+    from fedpse.world.cache import World
+
+    overrides = [*args.overrides, *([f"pretrain.out_dir={args.out}"] if args.out else [])]
+    cfg = load_config(args.config, overrides)
+    world = World.open(cfg)
+    out = Path(cfg.pretrain.out_dir).expanduser() / args.role
+    dump_config(cfg, out / "config.yaml")
+    log_path = out / "log.txt"
+
+    def log(line: str) -> None:
+        with open(log_path, "a") as fh:
+            fh.write(line + "\n")
+
+    result = pretrain(cfg, args.role, world, resume=args.resume, progress=not args.quiet, log=log)
+    print(
+        json.dumps(
+            {
+                "best": str(result.best_path),
+                "last": str(result.last_path),
+                "steps": result.steps,
+                "best_val_si_sdr": round(result.best_val_si_sdr, 3),
+            },
+            indent=1,
+        )
+    )
+    return 0
+
+
+def cmd_adapt(args) -> int:
+    import zlib
+    from pathlib import Path
+
+    from fedpse.config import dump_config
+    from fedpse.distill.adapt import personalize_user
+    from fedpse.models.zoo import load_student, load_teacher
+    from fedpse.world.cache import World
+
+    cfg = load_config(args.config, args.overrides)
+    world = World.open(cfg)
+    world.user(args.user)  # clear error for an unknown user before loading models
+    out = Path(args.out or f"runs/adapt-{args.user}")
+    dump_config(cfg, out / "config.yaml")
+    student, student_card = load_student(cfg)
+    teacher, teacher_card = load_teacher(cfg)
+    seed = zlib.crc32(f"{cfg.seed}:{args.user}".encode())
+    row = personalize_user(world, args.user, student, teacher, cfg.adapt, seed=seed, targets=args.targets)
+    row["student"], row["teacher"] = student_card.get("arch", "?"), teacher_card.get("arch", "?")
+    (out / "result.json").write_text(json.dumps(row, indent=1))
+    print(json.dumps(row, indent=1))
+    return 0
+
+
 def cmd_config(args) -> int:
     import yaml
 
@@ -100,7 +185,7 @@ def cmd_config(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    handlers = {"world": cmd_world, "config": cmd_config}
+    handlers = {"world": cmd_world, "pretrain": cmd_pretrain, "adapt": cmd_adapt, "config": cmd_config}
     try:
         return handlers[args.command](args)
     except (ConfigError, ValueError, FileNotFoundError) as err:

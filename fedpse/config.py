@@ -99,7 +99,7 @@ class WorldConfig:
 @dataclass
 class ConvTasNetConfig:
     N: int = _f(128, "encoder filters", min=1)  # noqa: N815 - the paper's hyper-parameter names
-    L: int = _f(16, "encoder filter length in samples (even)", min=2)  # noqa: N815
+    L: int = _f(32, "encoder filter length in samples (even; 32 trains ~4x faster than 16 on CPU)", min=2)  # noqa: N815
     B: int = _f(64, "bottleneck channels", min=1)  # noqa: N815
     H: int = _f(128, "channels inside each TCN block", min=1)  # noqa: N815
     P: int = _f(3, "depthwise kernel size", min=1)  # noqa: N815
@@ -153,7 +153,8 @@ class PretrainConfig:
     val_mixtures: int = _f(64, "validation mixtures (held-out pretraining speakers and noises)", min=1)
     val_every: int = _f(250, "validate every N steps", min=1)
     checkpoint_every: int = _f(250, "write a checkpoint every N steps", min=1)
-    threads: int = _f(2, "torch threads", min=1, max=256)
+    threads: int = _f(1, "torch threads", min=1, max=256)
+    max_minutes: float = _f(0.0, "stop (with a checkpoint) after this much wall time; 0 = no limit", min=0.0)
     out_dir: str = _f("runs/pretrain", "where checkpoints and the log go (a subfolder per role)")
 
 

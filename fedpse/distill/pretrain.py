@@ -136,7 +136,19 @@ def pretrain(
         time.perf_counter(),
         tqdm(total=pc.steps, initial=step, desc=f"pretrain {role}", disable=not progress),
     )
-    while step < pc.steps:
+
+    def save_last() -> None:
+        card = {**base_card, "steps": step, "val_si_sdr": history[-1]["val_si_sdr"], "history": history}
+        save_checkpoint(last_path, model, card, dtype="fp32")
+        torch.save({"optimizer": opt.state_dict(), "step": step, "best": best}, state_path)
+
+    deadline = t0 + pc.max_minutes * 60 if pc.max_minutes > 0 else math.inf
+    target = pc.steps
+    while step < target:
+        if time.perf_counter() > deadline and step % pc.val_every == 0:
+            log(f"pretrain.max_minutes={pc.max_minutes} reached at step {step}")
+            save_last()
+            break
         model.train()
         noisy, clean = train.batch(
             np.random.default_rng([cfg.seed, 5, step]), pc.batch_size, n, tuple(pc.snr_db)
@@ -150,13 +162,13 @@ def pretrain(
         step += 1
         bar.update()
         bar.set_postfix(loss=f"{loss.item():.2f}")
-        if step % pc.val_every == 0 or step == pc.steps:
+        if step % pc.val_every == 0 or step == target:
             val = evaluate(model, val_noisy, val_clean)
             history.append(
                 {
                     "step": step,
                     "val_si_sdr": val,
-                    "train_loss": float(loss),
+                    "train_loss": loss.item(),
                     "wall_s": time.perf_counter() - t0,
                 }
             )
@@ -166,9 +178,7 @@ def pretrain(
                 save_checkpoint(
                     best_path, model, {**base_card, "steps": step, "val_si_sdr": val, "history": history}
                 )
-        if step % pc.checkpoint_every == 0 or step == pc.steps:
-            card = {**base_card, "steps": step, "val_si_sdr": history[-1]["val_si_sdr"], "history": history}
-            save_checkpoint(last_path, model, card, dtype="fp32")
-            torch.save({"optimizer": opt.state_dict(), "step": step, "best": best}, state_path)
+        if step % pc.checkpoint_every == 0 or step == target:
+            save_last()
     bar.close()
     return PretrainResult(best_path, last_path, step, best)
