@@ -131,7 +131,9 @@ def pretrain(
         "config": {role: config_to_dict(getattr(cfg, role)), "pretrain": config_to_dict(pc)},
     }
     if step == 0:
-        history.append({"step": 0, "val_si_sdr": evaluate(model, val_noisy, val_clean)})
+        best = evaluate(model, val_noisy, val_clean)
+        history.append({"step": 0, "val_si_sdr": best})
+        save_checkpoint(best_path, model, {**base_card, "steps": 0, "val_si_sdr": best, "history": history})
     t0, bar = (
         time.perf_counter(),
         tqdm(total=pc.steps, initial=step, desc=f"pretrain {role}", disable=not progress),
