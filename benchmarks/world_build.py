@@ -22,8 +22,20 @@ from pathlib import Path
 import numpy as np
 
 
-def _tree_rss_bytes(pid: int) -> int:
-    """RSS of ``pid`` and all its descendants, from /proc."""
+def _pss_bytes(pid: int) -> int | None:
+    """Proportional set size: shared pages (e.g. a memory-mapped babble bank read by 2 workers) counted once."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as fh:
+            for line in fh:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def _tree_rss_bytes(pid: int, pss: bool = False) -> int:
+    """RSS (or PSS) of ``pid`` and all its descendants, from /proc."""
     children: dict[int, list[int]] = {}
     rss: dict[int, int] = {}
     for entry in os.listdir("/proc"):
@@ -40,16 +52,16 @@ def _tree_rss_bytes(pid: int) -> int:
     total, stack = 0, [pid]
     while stack:
         p = stack.pop()
-        total += rss.get(p, 0)
+        total += (_pss_bytes(p) or rss.get(p, 0)) if pss else rss.get(p, 0)
         stack += children.get(p, [])
     return total
 
 
 class PeakRSS:
-    """Samples the process tree's RSS in a background thread; ``.peak`` in bytes."""
+    """Samples the process tree's RSS and PSS in a background thread; ``.peak`` / ``.peak_pss`` in bytes."""
 
     def __init__(self, interval: float = 0.1):
-        self.interval, self.peak, self._stop = interval, 0, threading.Event()
+        self.interval, self.peak, self.peak_pss, self._stop = interval, 0, 0, threading.Event()
 
     def __enter__(self):
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -59,6 +71,7 @@ class PeakRSS:
     def _run(self):
         while not self._stop.is_set():
             self.peak = max(self.peak, _tree_rss_bytes(os.getpid()))
+            self.peak_pss = max(self.peak_pss, _tree_rss_bytes(os.getpid(), pss=True))
             time.sleep(self.interval)
 
     def __exit__(self, *exc):
@@ -98,6 +111,7 @@ def bench_build(users: int, minutes: float, workers: int, keep: bool) -> dict:
         "user_audio_seconds": round(user_audio, 1),
         "x_real_time": round(stats["audio_seconds_generated"] / wall, 1),
         "peak_rss_mb": round(mem.peak / 2**20, 1),
+        "peak_pss_mb": round(mem.peak_pss / 2**20, 1),
         "disk_mb": round(_disk_bytes(world.root) / 2**20, 1),
     }
     out.update(bench_read_vs_regenerate(world, cfg))

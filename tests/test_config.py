@@ -16,7 +16,9 @@ def test_default_config_loads_with_documented_defaults():
 
 
 def test_overrides_are_typed_and_nested():
-    cfg = load_config(overrides=["world.num_users=7", "world.snr_db=[0, 5]", "world.room.enabled=true", "seed=3"])
+    cfg = load_config(
+        overrides=["world.num_users=7", "world.snr_db=[0, 5]", "world.room.enabled=true", "seed=3"]
+    )
     assert cfg.world.num_users == 7
     assert cfg.world.snr_db == [0.0, 5.0]
     assert cfg.world.room.enabled is True
@@ -35,7 +37,10 @@ def test_integers_are_accepted_for_floats():
         ("world.num_users=0", "world.num_users: expected >= 1"),
         ("world.room.target=wet", "world.room.target: expected one of"),
         ("world.snr_db=[10, 0]", "world.snr_db: expected [low, high]"),
-        ("world.noise.families=[stationary, jackhammer]", "world.noise.families: unknown family 'jackhammer'"),
+        (
+            "world.noise.families=[stationary, jackhammer]",
+            "world.noise.families: unknown family 'jackhammer'",
+        ),
         ("world.speech.source=librispeech", "world.speech.path: required"),
         ("world.room.enabled=maybe", "world.room.enabled: expected true/false"),
         ("world=3", "world: expected a mapping"),

@@ -43,14 +43,20 @@ def test_mixtures_are_at_the_users_snr(tiny_world):
 def test_test_noise_never_overlaps_adaptation_noise(tiny_world):
     _, world = tiny_world
     for uid in world.user_ids():
-        segs = [SegmentSpec(**{k: s[k] for k in ("name", "part", "noise_start_s", "seconds", "snr_db")}) for s in world.user(uid)["segments"]]
+        segs = [
+            SegmentSpec(**{k: s[k] for k in ("name", "part", "noise_start_s", "seconds", "snr_db")})
+            for s in world.user(uid)["segments"]
+        ]
         check_disjoint(segs, uid)
         last_adapt = max(s.noise_start_s + s.seconds for s in segs if s.part == "adapt")
         assert min(s.noise_start_s for s in segs if s.part == "test") >= last_adapt
 
 
 def test_check_disjoint_catches_an_overlap():
-    segs = [SegmentSpec("adapt_000", "adapt", 0.0, 10.0, 0.0), SegmentSpec("test_000", "test", 9.0, 10.0, 0.0)]
+    segs = [
+        SegmentSpec("adapt_000", "adapt", 0.0, 10.0, 0.0),
+        SegmentSpec("test_000", "test", 9.0, 10.0, 0.0),
+    ]
     with pytest.raises(AssertionError, match="overlaps"):
         check_disjoint(segs, "u0")
 
@@ -79,7 +85,10 @@ def test_pretraining_pool_is_disjoint_from_users(tiny_world):
 
 def test_same_config_and_seed_give_identical_manifest_and_audio(tiny_world, tmp_path):
     cfg, world = tiny_world
-    again = build_world(tiny_config(tmp_path, "world.noise.families=[babble, hum, clatter]", "world.workers=2"), progress=False)
+    again = build_world(
+        tiny_config(tmp_path, "world.noise.families=[babble, hum, clatter]", "world.workers=2"),
+        progress=False,
+    )
     a, b = dict(world.manifest), dict(again.manifest)
     assert json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
     assert again.verify() == []
@@ -88,7 +97,10 @@ def test_same_config_and_seed_give_identical_manifest_and_audio(tiny_world, tmp_
 def test_a_different_seed_gives_a_different_world(tmp_path):
     a = plan_world(tiny_config(tmp_path, "seed=1"))
     b = plan_world(tiny_config(tmp_path, "seed=2"))
-    assert a["users"][0]["plan"].speaker != b["users"][0]["plan"].speaker or a["users"][0]["plan"].snr_db != b["users"][0]["plan"].snr_db
+    assert (
+        a["users"][0]["plan"].speaker != b["users"][0]["plan"].speaker
+        or a["users"][0]["plan"].snr_db != b["users"][0]["plan"].snr_db
+    )
 
 
 def test_a_matching_cache_is_reused_and_a_partial_one_resumes(tmp_path):
