@@ -139,3 +139,20 @@ def test_segment_layout_covers_the_requested_minutes(tmp_path):
     adapt = [s for s in layout if s.part == "adapt"]
     assert sum(s.seconds for s in adapt) == pytest.approx(15.0)
     assert adapt[-1].seconds == pytest.approx(3.0)  # the last chunk is shorter
+
+
+def test_reverberant_users_get_a_dry_or_early_reference(tmp_path):
+    common = [
+        "world.num_users=1",
+        "world.noise.families=[stationary]",
+        "world.room.enabled=true",
+        "world.room.rt60_s=[0.3, 0.4]",
+    ]
+    dry = build_world(tiny_config(tmp_path / "d", *common, "world.room.target=dry"), progress=False)
+    early = build_world(tiny_config(tmp_path / "e", *common, "world.room.target=early"), progress=False)
+    assert dry.user("u0000")["room"]["rt60_s"] == early.user("u0000")["room"]["rt60_s"]
+    noisy_d, clean_d = dry.test_set("u0000")[0]
+    _, clean_e = early.test_set("u0000")[0]
+    # The early-reverb reference is closer to the reverberant mixture than the dry one, and both differ.
+    assert not np.allclose(clean_d, clean_e, atol=1e-3)
+    assert si_sdr(noisy_d, clean_e) > si_sdr(noisy_d, clean_d)

@@ -63,7 +63,9 @@ def test_a_librispeech_tree_and_a_noise_folder_build_users_the_same_way(tmp_path
         assert user["place"]["kind"] == "corpus"
         assert len(world.adaptation_chunks(uid)) == 3 and len(world.test_set(uid)) == 2
         adapt_files, test_files = set(user["texts"]["adapt"]), {f for m in user["texts"]["test"] for f in m}
-        assert test_files and adapt_files and not adapt_files & test_files  # held-out utterances never adapted on
+        assert (
+            test_files and adapt_files and not adapt_files & test_files
+        )  # held-out utterances never adapted on
     users = {world.user(u)["speaker"] for u in world.user_ids()}
     assert not users & {e["speaker"] for e in world.manifest["pretrain_speech"]}
     assert not {world.user(u)["place"]["place_id"] for u in world.user_ids()} & {
