@@ -45,7 +45,7 @@ def _corpus_cfg(tmp_path, *extra):
         "world.num_users=2",
         "world.adaptation_minutes=0.2",
         "world.chunk_seconds=4",
-        f"world.speech.source=librispeech",
+        "world.speech.source=librispeech",
         f"world.speech.path={tmp_path / 'libri'}",
         "world.noise.source=folder",
         f"world.noise.path={tmp_path / 'noise'}",
