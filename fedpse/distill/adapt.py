@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -111,8 +112,12 @@ def adapt(
     targets: list[np.ndarray],
     cfg: AdaptConfig,
     seed: int = 0,
+    on_step: Callable[[int, nn.Module], None] | None = None,
 ) -> AdaptResult:
-    """Fine-tune ``student`` in place on (noisy chunk, pseudo-target) pairs; return what it did and cost."""
+    """Fine-tune ``student`` in place on (noisy chunk, pseudo-target) pairs; return what it did and cost.
+
+    ``on_step(step, student)`` is called after every optimizer step (e.g. to score a gain-vs-steps curve).
+    """
     if len(noisy) != len(targets) or not noisy:
         raise ValueError(
             f"adapt: need matching non-empty lists of chunks and targets, got {len(noisy)} and {len(targets)}"
@@ -150,6 +155,8 @@ def adapt(
         loss.backward()
         opt.step()
         result.steps = step
+        if on_step is not None:
+            on_step(step, student)
         if use_rule and (step % cfg.eval_every == 0 or step == cfg.steps):
             score = agreement(student, ho_x, ho_y)
             result.device_macs += forward_macs(student, hold_seconds)
