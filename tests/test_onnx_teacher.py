@@ -174,3 +174,21 @@ def test_state_outputs_are_paired_with_state_inputs_by_name(tmp_path):
     path = export(TwoStates(), tmp_path / "two.onnx", example, ["x", "a_in", "b_in"], ["y", "b_out", "a_out"])
     out = OnnxTeacher(path, framing="stateful", shift_samples=64).enhance(np.zeros(192, dtype=np.float32))
     assert np.allclose(out, np.repeat([0.0, 0.1 - 1.0, 0.2 - 2.0], 64), atol=1e-6)
+
+
+def test_an_onnx_teacher_is_selected_by_config_and_used_for_pseudo_targets(tmp_path, tiny_world):
+    from fedpse.config import load_config
+    from fedpse.distill.adapt import pseudo_targets
+    from fedpse.models.zoo import load_teacher
+
+    model = Halve()
+    path = dynamic_wave_model(model, tmp_path / "t.onnx")
+    cfg = load_config(overrides=["teacher.arch=onnx", f"teacher.onnx.path={path}", "teacher.onnx.framing=whole"])
+    teacher, card = load_teacher(cfg)
+    assert card["arch"] == "onnx"
+    _, world = tiny_world
+    chunks = world.adaptation_chunks("u0000")[:2]
+    targets = pseudo_targets(teacher, chunks)
+    np.testing.assert_allclose(targets[0], 0.5 * chunks[0], atol=1e-6)
+    with pytest.raises(ValueError, match="teacher.onnx.path: required"):
+        load_config(overrides=["teacher.arch=onnx"])
