@@ -60,6 +60,21 @@ def _parser() -> argparse.ArgumentParser:
         "--save-student", action="store_true", help="also save the personalized student checkpoint"
     )
 
+    sim = sub.add_parser(
+        "simulate", help="federated personalization of every user's student (Flower on the Ray backend)"
+    )
+    _add_config_args(sim)
+    sim.add_argument("--out", default=None, help="run directory (default: runs/simulate-<date>-<time>)")
+    sim.add_argument(
+        "--modes",
+        default=None,
+        metavar="MODE,MODE",
+        help="run several delivery modes on the same users in one Ray session, into RUN_DIR/<mode>/ "
+        "(default: just federation.mode)",
+    )
+    sim.add_argument("--quiet", action="store_true", help="no progress bar")
+    sim.add_argument("--verbose", action="store_true", help="show Flower's and Ray's own logs")
+
     cfg = sub.add_parser("config", help="show config keys or the resolved config")
     csub = cfg.add_subparsers(dest="action", required=True)
     csub.add_parser("keys", help="every config key with its default and meaning")
@@ -170,6 +185,25 @@ def cmd_adapt(args) -> int:
     return 0
 
 
+def cmd_simulate(args) -> int:
+    from pathlib import Path
+
+    from fedpse.federation.runner import default_run_dir, simulate_many, summary_table
+
+    out = Path(args.out) if args.out else default_run_dir()
+    if args.modes:
+        modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+        runs = [(load_config(args.config, [*args.overrides, f"federation.mode={m}"]), out / m) for m in modes]
+    else:
+        runs = [(load_config(args.config, args.overrides), out)]
+    summaries = simulate_many(runs, progress=not args.quiet, verbose=args.verbose)
+    print(summary_table(summaries))
+    for s in summaries:
+        failed = f"; failed users: {', '.join(s['users_failed'])}" if s["users_failed"] else ""
+        print(f"{s['mode']}: {s['run_dir']}{failed}")
+    return 0
+
+
 def cmd_config(args) -> int:
     import yaml
 
@@ -185,7 +219,13 @@ def cmd_config(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    handlers = {"world": cmd_world, "pretrain": cmd_pretrain, "adapt": cmd_adapt, "config": cmd_config}
+    handlers = {
+        "world": cmd_world,
+        "pretrain": cmd_pretrain,
+        "adapt": cmd_adapt,
+        "simulate": cmd_simulate,
+        "config": cmd_config,
+    }
     try:
         return handlers[args.command](args)
     except (ConfigError, ValueError, FileNotFoundError) as err:

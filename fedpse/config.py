@@ -134,7 +134,9 @@ class TeacherConfig:
     arch: str = _f("convtasnet", "teacher model", choices=["gru", "convtasnet", "onnx"])
     layers: int = _f(2, "GRU layers (arch=gru)", min=1, max=8)
     hidden: int = _f(256, "GRU units per layer (arch=gru)", min=1, max=4096)
-    bidirectional: bool = _f(True, "bidirectional GRU teacher (it runs offline on recorded chunks, so it may look ahead)")
+    bidirectional: bool = _f(
+        True, "bidirectional GRU teacher (it runs offline on recorded chunks, so it may look ahead)"
+    )
     convtasnet: ConvTasNetConfig = _sub(ConvTasNetConfig)
     onnx: OnnxTeacherConfig = _sub(OnnxTeacherConfig)
     checkpoint: str | None = _f(
@@ -190,15 +192,19 @@ class FederationConfig:
         choices=FEDERATION_MODES,
     )
     num_rounds: int = _f(2, "rounds; each round the selected users' next adaptation chunks arrive", min=1)
-    fraction: float = _f(1.0, "share of users selected per round (seeded RNG over user ids)", min=0.01, max=1.0)
+    fraction: float = _f(
+        1.0, "share of users selected per round (seeded RNG over user ids)", min=0.01, max=1.0
+    )
     num_users: int = _f(0, "users taking part: the world's first N (0 = every user of the world)", min=0)
     chunks_per_round: int = _f(
         3, "adaptation chunks arriving per user per round (0 = all chunks spread over num_rounds)", min=0
     )
     adapt_on: str = _f(
-        "all", "a selected user fine-tunes on every chunk so far, or only on the new ones", choices=["all", "new"]
+        "all",
+        "a selected user fine-tunes on every chunk so far, or only on the new ones",
+        choices=["all", "new"],
     )
-    steps_per_round: int = _f(40, "Adam steps per adaptation call (0 = adapt.steps)", min=0)
+    steps_per_round: int = _f(30, "Adam steps per adaptation call (0 = adapt.steps)", min=0)
     weights_precision: str = _f(
         "fp16", "precision of model weights sent (teacher, student)", choices=["fp32", "fp16", "int8"]
     )
@@ -206,10 +212,15 @@ class FederationConfig:
         "fp16", "precision of pseudo-targets sent down", choices=["fp32", "fp16", "int8"]
     )
     upload_codec: str = _f(
-        "flac", "encoding of uploaded noisy audio: flac (lossless) or lossy (Ogg Opus)", choices=["flac", "lossy"]
+        "flac",
+        "encoding of uploaded noisy audio: flac (lossless) or lossy (Ogg Opus)",
+        choices=["flac", "lossy"],
     )
     lossy_compression: float = _f(
-        0.5, "Opus compression level for upload_codec=lossy (0 = best quality, 1 = smallest)", min=0.0, max=1.0
+        0.8,
+        "Opus compression level for upload_codec=lossy (0 = best quality, 1 = smallest; 0.8 ~ 58 kbit/s)",
+        min=0.0,
+        max=1.0,
     )
     pesq_stoi: bool = _f(False, "also score PESQ and STOI on the test sets (slower)")
     num_cpus: float = _f(1.0, "CPUs reserved per client actor (an actor runs one device at a time)", min=0.01)
@@ -218,8 +229,15 @@ class FederationConfig:
     ray_tmpdir: str | None = _f(
         None, "Ray temp/session folder (null = <run dir>/ray, or a short /tmp path if that is too long)"
     )
-    server_threads: int = _f(1, "torch threads for server-side work (teacher, cloud fine-tuning, scoring)", min=1)
-    reply_timeout_s: float = _f(3600.0, "a device silent this long after a message is recorded as failed", min=1.0)
+    server_threads: int = _f(
+        1, "torch threads for server-side work (teacher, cloud fine-tuning, scoring)", min=1
+    )
+    reply_timeout_s: float = _f(
+        3600.0, "a device silent this long after a message is recorded as failed", min=1.0
+    )
+    max_in_flight: int = _f(
+        8, "users whose round is in progress at once (bounds queued payloads; raise with many actors)", min=1
+    )
     fail_users: list[str] = _f([], "fault injection: these users' devices raise on every training message")
 
 

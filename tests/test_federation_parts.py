@@ -14,8 +14,10 @@ from fedpse.cli import main
 from fedpse.config import ConfigError, load_config
 from fedpse.federation import payloads
 from fedpse.federation.device import NoisyAudio
+from fedpse.federation.ledger import Ledger
 from fedpse.federation.plan import RunPlan, check_federation, select_users
-from fedpse.federation.runner import prepare, summary_table
+from fedpse.federation.runner import prepare, simulate_many, summary_table
+from fedpse.federation.server_app import RegistrationError, register_devices
 from fedpse.federation.strategies import STRATEGIES, strategy_class
 from fedpse.federation.strategies.base import error_summary
 from fedpse.models.gru import GRUMaskNet
@@ -34,7 +36,9 @@ TINY_MODELS = [
 
 def tiny_run_config(tiny_world, *extra: str):
     cfg, _ = tiny_world
-    return tiny_config(cfg.world.cache_dir, "world.noise.families=[babble, hum, clatter]", *TINY_MODELS, *extra)
+    return tiny_config(
+        cfg.world.cache_dir, "world.noise.families=[babble, hum, clatter]", *TINY_MODELS, *extra
+    )
 
 
 # ---------------------------------------------------------------------------------------------- payloads
@@ -108,7 +112,9 @@ def test_streaming_schedule_delivers_the_next_chunks_each_round(tiny_world):
     names = plan.chunk_names("u0000")
     assert plan.chunks_available("u0000", 1) == names[:1]
     assert plan.chunks_available("u0000", 2) == names[:2]
-    spread = RunPlan(tiny_run_config(tiny_world, "federation.chunks_per_round=0", "federation.num_rounds=3"), "/x")
+    spread = RunPlan(
+        tiny_run_config(tiny_world, "federation.chunks_per_round=0", "federation.num_rounds=3"), "/x"
+    )
     assert spread.chunks_available("u0000", 3) == names  # all chunks spread over the rounds
 
 
@@ -116,7 +122,9 @@ def test_a_device_can_only_read_its_users_noisy_audio(tiny_world, monkeypatch):
     _, world = tiny_world
     kinds = []
     real_load = world.load
-    monkeypatch.setattr(world, "load", lambda u, n, kind="noisy": kinds.append((u, kind)) or real_load(u, n, kind))
+    monkeypatch.setattr(
+        world, "load", lambda u, n, kind="noisy": kinds.append((u, kind)) or real_load(u, n, kind)
+    )
     audio = NoisyAudio(world, "u0001")
     audio.chunk("adapt_000")
     with pytest.raises(ValueError, match="no adaptation chunk named 'test_000'"):
@@ -126,7 +134,13 @@ def test_a_device_can_only_read_its_users_noisy_audio(tiny_world, monkeypatch):
 
 # ---------------------------------------------------------------------------------------------- strategies
 def test_every_delivery_mode_is_a_registered_strategy_class():
-    assert set(STRATEGIES) == {"pseudo_targets", "teacher_weights", "cloud_student", "generic", "oracle_clean"}
+    assert set(STRATEGIES) == {
+        "pseudo_targets",
+        "teacher_weights",
+        "cloud_student",
+        "generic",
+        "oracle_clean",
+    }
     with pytest.raises(ConfigError, match="unknown delivery mode"):
         strategy_class("carrier_pigeon")
 
@@ -183,7 +197,9 @@ def test_unknown_and_unimplemented_modes_are_config_errors(tiny_world):
         tiny_run_config(tiny_world, "federation.mode=carrier_pigeon")
     with pytest.raises(ConfigError, match="fedavg_generic.*not implemented in this version"):
         check_federation(tiny_run_config(tiny_world, "federation.mode=fedavg_generic"))
-    onnx = tiny_run_config(tiny_world, "federation.mode=teacher_weights", "teacher.arch=onnx", "teacher.onnx.path=x")
+    onnx = tiny_run_config(
+        tiny_world, "federation.mode=teacher_weights", "teacher.arch=onnx", "teacher.onnx.path=x"
+    )
     with pytest.raises(ConfigError, match="ONNX teacher"):
         check_federation(onnx)
 
@@ -199,10 +215,22 @@ def test_more_users_than_the_world_has_is_a_clear_error(tiny_world, tmp_path):
 
 def test_a_world_cache_that_does_not_match_the_config_is_refused(tiny_world, tmp_path):
     _, world = tiny_world
-    other = tiny_config(tmp_path / "cache", "world.noise.families=[babble, hum, clatter]", "seed=1", *TINY_MODELS)
+    other = tiny_config(
+        tmp_path / "cache", "world.noise.families=[babble, hum, clatter]", "seed=1", *TINY_MODELS
+    )
     shutil.copytree(world.root, world_dir(other))  # a cache built from seed 0 where seed 1's world should be
     with pytest.raises(WorldError, match="does not match this config"):
         prepare(other, tmp_path / "run")
+
+
+def test_too_few_simulated_devices_for_the_users_is_a_clear_error(tiny_world, tmp_path):
+    class TwoDevices:  # a Grid on which only two devices ever register
+        def get_node_ids(self):
+            return [11, 12]
+
+    plan = prepare(tiny_run_config(tiny_world), tmp_path / "run")
+    with pytest.raises(RegistrationError, match="only 2 of 3 devices registered"):
+        register_devices(TwoDevices(), plan, Ledger(), timeout_s=0.1)
 
 
 def test_cli_simulate_reports_bad_input_without_a_traceback(tiny_world, tmp_path, capsys):
@@ -220,3 +248,13 @@ def test_cli_simulate_reports_bad_input_without_a_traceback(tiny_world, tmp_path
     )
     assert code == 2
     assert "not implemented in this version" in capsys.readouterr().err
+
+
+def test_several_runs_are_all_checked_before_any_run_directory_is_created(tiny_world, tmp_path):
+    runs = [
+        (tiny_run_config(tiny_world), tmp_path / "a"),
+        (tiny_run_config(tiny_world, "federation.mode=fedavg_generic"), tmp_path / "b"),
+    ]
+    with pytest.raises(ConfigError, match="not implemented"):
+        simulate_many(runs, progress=False)
+    assert not (tmp_path / "a").exists()

@@ -30,13 +30,13 @@ FAST = [
 ]
 RUNS = {
     "pseudo_targets": ["federation.fail_users=[u0002]"],
-    "teacher_weights": [],
+    "teacher_weights": ["federation.max_in_flight=1"],
     "cloud_student": [
         "federation.fraction=0.67",
         "federation.upload_codec=lossy",
         "federation.weights_precision=int8",
     ],
-    "generic": [],
+    "generic": ["federation.num_users=2"],  # 3 devices for 2 users: one spare device registers too
     "oracle_clean": [],
 }
 
@@ -50,7 +50,9 @@ def runs(tiny_world, tmp_path_factory):
         for mode, extra in RUNS.items()
     ]
     seen: dict[Path, list] = defaultdict(list)
-    summaries = simulate_many(configs, progress=False, observers=(lambda d, row, msg: seen[d].append((row, msg)),))
+    summaries = simulate_many(
+        configs, progress=False, observers=(lambda d, row, msg: seen[d].append((row, msg)),)
+    )
     return {
         mode: (RunPlan.load(run_dir), summary, seen[run_dir.resolve()])
         for (cfg, run_dir), mode, summary in zip(configs, RUNS, summaries, strict=True)
@@ -61,10 +63,14 @@ def test_every_mode_completes_and_writes_its_run_directory(runs):
     for mode, (plan, summary, messages) in runs.items():
         store = RunStore(plan.run_dir)
         assert summary["mode"] == mode and store.read_summary()["mode"] == mode
-        assert len(store.read_table("users")) == 3
+        assert len(store.read_table("users")) == len(plan.users) == (2 if mode == "generic" else 3)
         assert [r["round"] for r in store.read_table("rounds")] == ["1", "2"]
         assert len(store.read_table("ledger")) == len(messages)
-        expected_ok = {"pseudo_targets": 2, "cloud_student": summary["users"] - summary["users_not_selected"]}
+        expected_ok = {
+            "pseudo_targets": 2,
+            "cloud_student": summary["users"] - summary["users_not_selected"],
+            "generic": 2,
+        }
         assert summary["users_ok"] == expected_ok.get(mode, 3), mode
         assert summary["mean"]["si_sdr_personalized"] is not None
 
@@ -77,7 +83,9 @@ def test_ledger_bytes_are_the_real_sizes_of_the_messages_sent(runs):
             assert row.bytes == real
             reply = replies.get(msg.metadata.message_id) if row.direction == "down" else None
             if reply is not None and reply.has_content() and "device" in reply.content.metric_records:
-                assert reply.content["device"]["bytes_received"] == row.bytes  # what arrived is what was charged
+                assert (
+                    reply.content["device"]["bytes_received"] == row.bytes
+                )  # what arrived is what was charged
         on_disk = sum(int(r["bytes"]) for r in RunStore(plan.run_dir).read_table("ledger"))
         assert on_disk == sum(row.bytes for row, _ in messages), mode
 
@@ -104,7 +112,9 @@ def test_uploads_are_the_users_noisy_chunks_and_count_as_exposure(runs):
         audio = payloads.decode_audio_record(msg.content["audio"])[name]
         np.testing.assert_array_equal(audio, plan.world.load(row.user, name, "noisy"))
         assert row.audio_seconds == pytest.approx(len(audio) / 16000) and row.codec == "flac"
-    assert summary["totals"]["audio_seconds_exposed"] == pytest.approx(sum(r.audio_seconds for r, _ in uploads))
+    assert summary["totals"]["audio_seconds_exposed"] == pytest.approx(
+        sum(r.audio_seconds for r, _ in uploads)
+    )
 
 
 def test_devices_never_receive_clean_audio(runs):
@@ -184,8 +194,24 @@ def test_ledger_records_codec_and_precision_as_sent(runs):
 
 def test_cost_totals_make_sense_side_by_side(runs):
     totals = {mode: s["totals"] for mode, (_, s, _) in runs.items()}
-    assert totals["generic"]["bytes_down"] < 1000 and totals["generic"]["device_macs"] == 0  # registration only
+    assert (
+        totals["generic"]["bytes_down"] < 1000 and totals["generic"]["device_macs"] == 0
+    )  # registration only
     assert totals["teacher_weights"]["device_macs"] > totals["pseudo_targets"]["device_macs"] > 0  # + teacher
     assert totals["pseudo_targets"]["server_macs"] > 0 and totals["teacher_weights"]["server_macs"] == 0
     assert totals["cloud_student"]["device_macs"] == 0 and totals["cloud_student"]["server_macs"] > 0
     assert totals["oracle_clean"]["audio_seconds_exposed"] == 0
+
+
+def test_at_most_max_in_flight_users_are_in_conversation_at_once(runs):
+    _, _, messages = runs["teacher_weights"]  # max_in_flight=1: one user's exchange after another
+    order = [row.user for row, _ in messages if row.round > 0]
+    runs_of_users = [u for i, u in enumerate(order) if i == 0 or order[i - 1] != u]
+    assert len(runs_of_users) == 2 * 3  # 2 rounds x 3 users, never interleaved
+
+
+def test_devices_register_before_any_round_and_a_spare_device_carries_no_user(runs):
+    _, _, messages = runs["generic"]  # 3 simulated devices, 2 users in this run
+    hellos = [row for row, _ in messages if row.message_type == "query.hello" and row.direction == "up"]
+    assert sorted(row.user for row in hellos) == ["", "u0000", "u0001"]
+    assert all(row.round == 0 for row in hellos)

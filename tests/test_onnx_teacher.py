@@ -183,7 +183,9 @@ def test_an_onnx_teacher_is_selected_by_config_and_used_for_pseudo_targets(tmp_p
 
     model = Halve()
     path = dynamic_wave_model(model, tmp_path / "t.onnx")
-    cfg = load_config(overrides=["teacher.arch=onnx", f"teacher.onnx.path={path}", "teacher.onnx.framing=whole"])
+    cfg = load_config(
+        overrides=["teacher.arch=onnx", f"teacher.onnx.path={path}", "teacher.onnx.framing=whole"]
+    )
     teacher, card = load_teacher(cfg)
     assert card["arch"] == "onnx"
     _, world = tiny_world

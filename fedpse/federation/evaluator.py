@@ -1,0 +1,84 @@
+"""The evaluator: scores each user's current student on the user's held-out test set.
+
+It owns the clean references (nothing it reads is ever put in a message) and reads a device's student from the
+device's storage as a simulation-only observer (not a message, not in the ledger). Scores of models that do not
+change during a run (noisy mixture, generic student, teacher) are computed once per user and cached in-process,
+keyed by world, model weights and user, so runs sharing a process (``simulate_many``) reuse them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import torch
+from torch import nn
+
+from fedpse.audio.metrics import pesq_wb, si_sdr, stoi
+from fedpse.distill.adapt import enhance
+from fedpse.federation.device import Device, generic_student
+from fedpse.federation.plan import RunPlan
+
+_BASELINES: dict[tuple, dict[str, float]] = {}
+
+
+def fingerprint(model: nn.Module) -> str:
+    """Hash of a model's weights (same weights => same scores)."""
+    digest = hashlib.sha1()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+class Evaluator:
+    """Scores students of run ``plan`` on held-out test sets; optional PESQ and STOI."""
+
+    def __init__(self, plan: RunPlan):
+        self.plan = plan
+        self.pesq_stoi = plan.cfg.federation.pesq_stoi
+        self._generic = generic_student(plan)
+        self._teacher: nn.Module | None = None
+        self._keys = {"generic": fingerprint(self._generic)}
+
+    @property
+    def generic(self) -> nn.Module:
+        return self._generic
+
+    @property
+    def teacher(self) -> nn.Module:
+        if self._teacher is None:
+            self._teacher = self.plan.teacher()
+            onnx = self.plan.cfg.teacher.arch == "onnx"
+            self._keys["teacher"] = (
+                f"onnx:{self.plan.cfg.teacher.onnx.path}" if onnx else fingerprint(self._teacher)
+            )
+        return self._teacher
+
+    def _scores(self, model: nn.Module, user: str, name: str) -> dict[str, float]:
+        test_set = self.plan.world.test_set(user)
+        clean = [y for _, y in test_set]
+        est = enhance(model, [x for x, _ in test_set])
+        out = {f"si_sdr_{name}": float(np.mean([si_sdr(e, y) for e, y in zip(est, clean, strict=True)]))}
+        if self.pesq_stoi:
+            out[f"pesq_{name}"] = float(np.nanmean([pesq_wb(e, y) for e, y in zip(est, clean, strict=True)]))
+            out[f"stoi_{name}"] = float(np.mean([stoi(e, y) for e, y in zip(est, clean, strict=True)]))
+        return out
+
+    def baseline(self, user: str) -> dict[str, float]:
+        """Noisy, generic-student and teacher scores of ``user`` (cached)."""
+        teacher = self.teacher
+        key = (self.plan.world.root.name, user, self._keys["generic"], self._keys["teacher"], self.pesq_stoi)
+        if key not in _BASELINES:
+            test_set = self.plan.world.test_set(user)
+            with torch.inference_mode():
+                scores = {"si_sdr_noisy": float(np.mean([si_sdr(x, y) for x, y in test_set]))}
+                scores.update(self._scores(self._generic, user, "generic"))
+                scores.update(self._scores(teacher, user, "teacher"))
+            _BASELINES[key] = scores
+        return dict(_BASELINES[key])
+
+    def personalized(self, user: str) -> dict[str, float]:
+        """Scores of the student the user's device holds now."""
+        with torch.inference_mode():
+            return self._scores(Device(self.plan, user).student(), user, "personalized")

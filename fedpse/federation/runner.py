@@ -1,0 +1,248 @@
+"""Run federated simulations on Flower's Ray backend with 2-core-friendly defaults.
+
+``simulate(cfg, run_dir)`` runs one config; ``simulate_many([(cfg, run_dir), ...])`` runs several back to back in
+one simulation, paying Ray's start-up once (e.g. every delivery mode on the same users). Defaults: one CPU per
+client actor (``federation.num_cpus``), one torch/OpenMP thread per actor, Flower telemetry off, ``FLWR_HOME`` and
+Ray's temp folder under the run directory (``<run dir>/flwr``, ``<run dir>/ray``; Ray's socket paths must stay
+short, so a long run path is handed to Ray through a short ``/tmp/fedpse-*/r`` symlink, removed afterwards).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from fedpse.config import Config, FederationConfig, load_config
+from fedpse.federation.ledger import Observer
+from fedpse.federation.plan import RunPlan, check_federation
+from fedpse.models.zoo import load_student, load_teacher
+from fedpse.results.store import RunStore
+from fedpse.world.cache import World, build_world, world_dir
+
+# Ray's unix sockets live under <tmp>/ray/session_<date>_<pid>/sockets/...; AF_UNIX paths max out at 107 bytes.
+MAX_RAY_TMPDIR_CHARS = 40
+
+
+def default_run_dir(label: str = "simulate") -> Path:
+    return Path("runs") / f"{label}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def open_world(cfg: Config, progress: bool = False) -> World:
+    """The config's world: opened if built (a cache that does not match the config is an error), else built."""
+    if (world_dir(cfg) / "manifest.json").is_file():
+        return World.open(cfg)
+    if progress:
+        print(f"fedpse: building the world at {world_dir(cfg)} (first run only)", file=sys.stderr)
+    return build_world(cfg, progress=progress)
+
+
+def check(cfg: Config, run_dir: str | Path, progress: bool = False) -> RunPlan:
+    """Everything that can fail before a simulation starts, without creating anything (but the world)."""
+    check_federation(cfg)
+    open_world(cfg, progress)
+    plan = RunPlan(cfg, Path(run_dir).expanduser().resolve())
+    _ = plan.users  # num_users within the world, fault-injection users known
+    load_student(cfg)  # checkpoints resolvable and matching the architecture
+    load_teacher(cfg)
+    RunStore.check_free(plan.run_dir)
+    return plan
+
+
+def create(plan: RunPlan) -> RunPlan:
+    """The run directory: resolved config and the run's frozen generic student and teacher."""
+    RunStore.create(plan.run_dir, plan.cfg)
+    plan.freeze_models()
+    return plan
+
+
+def prepare(cfg: Config, run_dir: str | Path, progress: bool = False) -> RunPlan:
+    """``check`` then ``create``."""
+    return create(check(cfg, run_dir, progress))
+
+
+def prepare_run(config: str | None, overrides: list[str], run_dir: str | Path) -> RunPlan:
+    return prepare(load_config(config, overrides), run_dir)
+
+
+# ------------------------------------------------------------------------------------------- environment
+def _ray_tmpdir(run_dir: Path, configured: str | None) -> tuple[Path, Path | None]:
+    """Ray's folder (``<run dir>/ray`` unless configured) and, when that path is too long for Ray's sockets, a
+    short ``/tmp/fedpse-*/r`` symlink to it to hand to Ray instead (its parent is removed after the run)."""
+    if configured:
+        path = Path(configured).expanduser().resolve()
+        path.mkdir(parents=True, exist_ok=True)
+        return path, None
+    path = run_dir / "ray"
+    path.mkdir(parents=True, exist_ok=True)
+    if len(str(path)) <= MAX_RAY_TMPDIR_CHARS:
+        return path, None
+    link = Path(tempfile.mkdtemp(prefix="fedpse-")) / "r"
+    link.symlink_to(path, target_is_directory=True)
+    return link, link.parent
+
+
+class _ClientErrorFilter(logging.Filter):
+    """Device exceptions are recorded per user (ledger, users.csv); keep Flower from printing each traceback."""
+
+    MARKERS = (
+        "ClientAppException",
+        "ClientAppActor.run",
+        "An exception was raised when processing a message",
+    )
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = str(record.getMessage())
+        return not any(marker in text for marker in self.MARKERS)
+
+
+@contextlib.contextmanager
+def simulation_environment(run_dir: Path, fed: FederationConfig, verbose: bool = False) -> Iterator[dict]:
+    """Environment variables, Ray start (unless a Ray session is already up) and quiet Flower logs."""
+    ray_tmp, short_link_dir = _ray_tmpdir(run_dir, fed.ray_tmpdir)
+    env = {
+        "FLWR_TELEMETRY_ENABLED": "0",
+        "FLWR_HOME": str(run_dir / "flwr"),
+        "RAY_TMPDIR": str(ray_tmp),
+        "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "0",
+    }
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    flwr_logger = logging.getLogger("flwr")
+    saved_level, error_filter = flwr_logger.level, _ClientErrorFilter()
+    if not verbose:
+        flwr_logger.setLevel(logging.ERROR)
+        flwr_logger.addFilter(error_filter)
+    info = {"ray_tmpdir": str(ray_tmp.resolve())}
+    import ray
+
+    started_ray = False
+    try:
+        if not ray.is_initialized():
+            t0 = time.perf_counter()
+            ray.init(
+                num_cpus=fed.ray_num_cpus or os.cpu_count(),
+                object_store_memory=fed.ray_object_store_mb * 2**20,
+                include_dashboard=False,
+                logging_level=logging.WARNING,
+                log_to_driver=verbose,
+                runtime_env={
+                    "env_vars": {
+                        "PYTHONPATH": os.pathsep.join(sys.path),
+                        "OMP_NUM_THREADS": "1",
+                        "MKL_NUM_THREADS": "1",
+                        "FLWR_TELEMETRY_ENABLED": "0",
+                    }
+                },
+            )
+            started_ray = True
+            info["ray_start_seconds"] = time.perf_counter() - t0
+        yield info
+    finally:
+        if started_ray and ray.is_initialized():
+            ray.shutdown()
+        flwr_logger.setLevel(saved_level)
+        flwr_logger.removeFilter(error_filter)
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        if short_link_dir is not None:
+            shutil.rmtree(short_link_dir, ignore_errors=True)  # the symlink only; Ray's files stay in the run
+
+
+# ------------------------------------------------------------------------------------------- running
+def simulate_many(
+    runs: list[tuple[Config, str | Path | None]],
+    progress: bool = True,
+    observers: tuple[Observer, ...] = (),
+    verbose: bool = False,
+) -> list[dict]:
+    """Run each (config, run dir) in turn inside one Flower simulation; return their summaries.
+
+    Ray and client resources come from the first config's ``federation.*``; the simulation has as many
+    devices (supernodes) as the largest run has users.
+    """
+    if not runs:
+        return []
+    plans = [check(cfg, run_dir or default_run_dir(cfg.federation.mode), progress) for cfg, run_dir in runs]
+    dirs = [p.run_dir for p in plans]
+    if len(set(dirs)) != len(dirs):
+        raise ValueError(f"each run needs its own run directory, got {[str(d) for d in dirs]}")
+    for plan in plans:  # only once every run has passed its checks
+        create(plan)
+    fed = plans[0].cfg.federation
+    summaries: list[dict] = []
+    from flwr.simulation import run_simulation
+
+    from fedpse.federation.client_app import app as client_app
+    from fedpse.federation.server_app import make_server_app
+
+    started = time.perf_counter()
+    with simulation_environment(plans[0].run_dir, fed, verbose) as info:
+        run_simulation(
+            server_app=make_server_app(plans, summaries, progress, observers),
+            client_app=client_app,
+            num_supernodes=max(len(p.users) for p in plans),
+            backend_config={"client_resources": {"num_cpus": fed.num_cpus, "num_gpus": 0.0}},
+        )
+    if len(summaries) != len(plans):
+        raise RuntimeError(
+            f"the simulation ended after {len(summaries)} of {len(plans)} runs; see the log above "
+            f"and the run directories {[str(d) for d in dirs]}"
+        )
+    total = time.perf_counter() - started
+    for plan, summary in zip(plans, summaries, strict=True):
+        summary["simulation"] = {
+            **info,
+            "runs_in_session": len(plans),
+            "session_wall_seconds": total,
+            "client_cpus": fed.num_cpus,
+        }
+        RunStore(plan.run_dir).write_summary(summary)
+    return summaries
+
+
+def simulate(
+    cfg: Config,
+    run_dir: str | Path | None = None,
+    progress: bool = True,
+    observers: tuple[Observer, ...] = (),
+    verbose: bool = False,
+) -> dict:
+    """Run one federated simulation of ``cfg`` into ``run_dir``; return its summary (also in summary.json)."""
+    return simulate_many([(cfg, run_dir)], progress, observers, verbose)[0]
+
+
+# ------------------------------------------------------------------------------------------- printing
+def summary_table(summaries: list[dict]) -> str:
+    """A short fixed-width table: one line per run."""
+    head = (
+        f"{'mode':<16}{'users':>6}{'noisy':>7}{'generic':>8}{'person.':>8}{'teacher':>8}{'gain dB':>8}"
+        f"{'gap':>6}{'MB up':>8}{'MB down':>8}{'audio s up':>11}{'dev GMAC/u':>11}{'srv GMAC/u':>11}{'wall s':>8}"
+    )
+    lines = [head, "-" * len(head)]
+
+    def num(value, fmt: str, scale: float = 1.0) -> str:
+        width = int(fmt.split(".")[0])
+        return f"{'-':>{width}}" if value is None else format(value / scale, fmt)
+
+    for s in summaries:
+        m, t, n = s["mean"], s["totals"], max(s["users"], 1)
+        ok = f"{s['users_ok']}/{s['users']}"
+        lines.append(
+            f"{s['mode']:<16}{ok:>6}{num(m['si_sdr_noisy'], '7.2f')}{num(m['si_sdr_generic'], '8.2f')}"
+            f"{num(m['si_sdr_personalized'], '8.2f')}{num(m['si_sdr_teacher'], '8.2f')}{num(m['gain_db'], '8.2f')}"
+            f"{num(m['gap_closure'], '6.2f')}{num(t['bytes_up'], '8.2f', 1e6)}{num(t['bytes_down'], '8.2f', 1e6)}"
+            f"{num(t['audio_seconds_exposed'], '11.1f')}{num(t['device_macs'], '11.2f', n * 1e9)}"
+            f"{num(t['server_macs'], '11.2f', n * 1e9)}{s['wall_seconds']:8.1f}"
+        )
+    lines.append("SI-SDR in dB (means over scored users); gap = gap closure toward the teacher; u = user")
+    return "\n".join(lines)

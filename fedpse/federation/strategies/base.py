@@ -1,0 +1,232 @@
+"""What every delivery mode shares: a per-user conversation protocol and the loop that drives many at once.
+
+A delivery mode is a ``DeliveryStrategy`` subclass whose ``conversation(job)`` is a generator: it yields the
+messages it wants delivered to one user's device (``Send``) and receives each reply, doing any server-side work
+(teacher inference, cloud fine-tuning) in between; it returns an ``Outcome``. ``drive`` runs the conversations of
+all users selected in a round concurrently over Flower's ``Grid``: it pushes each conversation's next message as
+soon as the previous reply arrives, so server work for one user overlaps with other devices' training. Every
+message is charged to the ledger, from the message itself, by ``drive`` alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import time
+from collections.abc import Callable, Generator
+from functools import cached_property
+from typing import ClassVar
+
+from flwr.app import ConfigRecord, Message, RecordDict
+from flwr.serverapp import Grid
+from torch import nn
+
+from fedpse.federation.ledger import Ledger
+from fedpse.federation.payloads import describe_payload
+from fedpse.federation.plan import RunPlan
+from fedpse.models.macs import forward_macs
+
+
+@dataclasses.dataclass
+class Send:
+    """A message for one user's device, with how the ledger labels it and its reply."""
+
+    message_type: str  # "train.upload" | "train.adapt" | "train.install"
+    content: RecordDict
+    kind: str  # ledger kind of this (down) message
+    reply_kind: str  # ledger kind of the device's reply
+    server_macs: float = 0.0  # server compute that produced this message
+    server_wall_seconds: float = 0.0
+
+
+@dataclasses.dataclass
+class UserRound:
+    """One selected user's work in one round: which chunks are new and which to adapt on."""
+
+    user: str
+    round: int
+    new: list[str]  # chunks recorded since the user last took part successfully
+    train_on: list[str]  # what the student fine-tunes on (all so far, or only the new ones)
+
+
+@dataclasses.dataclass
+class Outcome:
+    """What a user's round produced (filled from the device's replies)."""
+
+    user: str
+    ok: bool = True
+    error: str = ""
+    steps: int = 0
+    adapt_audio_seconds: float = 0.0
+    adapted: bool = False
+
+
+Conversation = Generator[Send, Message, Outcome]
+
+
+class ServerSide:
+    """What the server holds for a run: the plan and (loaded on first use) the teacher."""
+
+    def __init__(self, plan: RunPlan):
+        self.plan = plan
+
+    @cached_property
+    def teacher(self) -> nn.Module:
+        return self.plan.teacher()
+
+    def teacher_macs(self, audio_seconds: float) -> float:
+        """MACs of running the teacher on ``audio_seconds`` of audio (NaN for an ONNX teacher: not counted)."""
+        try:
+            return forward_macs(self.teacher, audio_seconds)
+        except ValueError:
+            return float("nan")
+
+
+STRATEGIES: dict[str, type[DeliveryStrategy]] = {}
+
+
+class DeliveryStrategy:
+    """Base of the delivery modes: one subclass per mode, registered under its ``name``."""
+
+    name: ClassVar[str] = ""
+    adapts: ClassVar[bool] = True  # False: the device keeps the generic student (no messages at all)
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if cls.name:
+            STRATEGIES[cls.name] = cls
+
+    def __init__(self, server: ServerSide):
+        self.server = server
+        self.plan = server.plan
+        self.fed = server.plan.cfg.federation
+
+    def conversation(self, job: UserRound) -> Conversation:
+        raise NotImplementedError
+
+    def task(self, job: UserRound, **extra) -> ConfigRecord:
+        """The control record every request carries (lists left out when empty: Flower cannot send those)."""
+        fields = {"run_dir": str(self.plan.run_dir), "user": job.user, "round": job.round}
+        fields.update({k: v for k, v in extra.items() if not (isinstance(v, list) and not v)})
+        return ConfigRecord(fields)
+
+    @staticmethod
+    def device_metrics(reply: Message) -> dict[str, float]:
+        return dict(reply.content["device"]) if "device" in reply.content.metric_records else {}
+
+
+def record_adaptation(outcome: Outcome, reply: Message) -> Outcome:
+    """Fill an outcome from a ``train.adapt`` reply."""
+    metrics = DeliveryStrategy.device_metrics(reply)
+    outcome.adapted = True
+    outcome.steps = int(metrics.get("steps", 0))
+    outcome.adapt_audio_seconds = float(metrics.get("adapt_audio_seconds", 0.0))
+    return outcome
+
+
+# ------------------------------------------------------------------------------------------------ driving
+def error_summary(reason: str) -> str:
+    """The device's own exception from Flower's long error reason (falls back to its last line)."""
+    found = re.findall(r"(?:^|\n)\s*([A-Za-z_][\w.]*(?:Error|Exception)): (.+)", reason)
+    found = [(t, m) for t, m in found if "ClientAppException" not in t and "RayTaskError" not in t]
+    if found:
+        kind, text = found[-1]
+        return f"{kind.rsplit('.', 1)[-1]}: {text.strip()}"[:300]
+    lines = [ln.strip() for ln in reason.strip().splitlines() if ln.strip()]
+    return (lines[-1] if lines else "unknown device error")[:300]
+
+
+def drive(
+    grid: Grid,
+    strategy: DeliveryStrategy,
+    jobs: list[UserRound],
+    node_of: dict[str, int],
+    ledger: Ledger,
+    timeout_s: float,
+    on_done: Callable[[UserRound, Outcome], None] = lambda job, outcome: None,
+    max_in_flight: int = 8,
+    poll_s: float = 0.05,
+) -> dict[str, Outcome]:
+    """Run the conversations of ``jobs``, at most ``max_in_flight`` at once (bounding the payloads held in memory
+    and queued for devices); a failing device or server step fails only that user."""
+    outcomes: dict[str, Outcome] = {}
+    waiting = list(reversed(jobs))
+    active: dict[str, tuple[UserRound, Conversation]] = {}
+    pending: dict[str, tuple[str, str, str, float]] = {}  # message id -> (user, type, reply kind, sent at)
+
+    def finish(user: str, outcome: Outcome) -> None:
+        job, conversation = active.pop(user)
+        conversation.close()
+        outcomes[user] = outcome
+        on_done(job, outcome)
+
+    def advance(user: str, reply: Message | None) -> None:
+        job, conversation = active[user]
+        try:
+            send = conversation.send(reply)  # send(None) starts a fresh conversation
+        except StopIteration as stop:
+            finish(user, stop.value)
+            return
+        except Exception as err:  # server-side work failed for this user only
+            finish(user, Outcome(user, ok=False, error=f"server: {type(err).__name__}: {err}"[:300]))
+            return
+        message = Message(
+            send.content, dst_node_id=node_of[user], message_type=send.message_type, group_id=str(job.round)
+        )
+        facts = describe_payload(send.content)
+        ledger.charge(
+            message,
+            direction="down",
+            round=job.round,
+            user=user,
+            node_id=node_of[user],
+            kind=send.kind,
+            precision=facts["precision"],
+            codec=facts["codec"],
+            server_macs=send.server_macs,
+            wall_seconds=send.server_wall_seconds,
+        )
+        (message_id,) = grid.push_messages([message])
+        pending[message_id] = (user, send.message_type, send.reply_kind, time.monotonic())
+
+    while waiting or pending:
+        while waiting and len(active) < max_in_flight:
+            job = waiting.pop()
+            active[job.user] = (job, strategy.conversation(job))
+            advance(job.user, None)
+        if not pending:
+            continue
+        replies = list(grid.pull_messages(list(pending)))
+        for reply in replies:
+            user, _, reply_kind, _ = pending.pop(reply.metadata.reply_to_message_id)
+            common = {
+                "round": active[user][0].round,
+                "user": user,
+                "node_id": node_of[user],
+                "kind": reply_kind,
+            }
+            if reply.has_error():
+                error = error_summary(reply.error.reason or "")
+                ledger.charge(reply, direction="up", status="error", error=error, **common)
+                finish(user, Outcome(user, ok=False, error=error))
+                continue
+            metrics = DeliveryStrategy.device_metrics(reply)
+            ledger.charge(
+                reply,
+                direction="up",
+                **describe_payload(reply.content),
+                device_macs=float(metrics.get("device_macs", 0.0)),
+                wall_seconds=float(metrics.get("wall_seconds", 0.0)),
+                **common,
+            )
+            advance(user, reply)
+        now = time.monotonic()
+        for message_id, (user, message_type, _, sent_at) in list(pending.items()):
+            if now - sent_at > timeout_s:
+                del pending[message_id]
+                finish(
+                    user, Outcome(user, ok=False, error=f"no reply to {message_type} in {timeout_s:.0f} s")
+                )
+        if pending and not replies:
+            time.sleep(poll_s)
+    return outcomes

@@ -1,0 +1,117 @@
+"""``cloud_student``: the device uploads its new noisy chunks; the server keeps them and its own copy of the
+user's student, fine-tunes that copy with the teacher's pseudo-targets (the same ``distill.adapt``), and sends
+the student's weights down. The device only installs them."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+from flwr.app import Message, RecordDict
+from torch import nn
+
+from fedpse.audio.io import SAMPLE_RATE, load_audio, save_audio
+from fedpse.distill.adapt import AdaptResult, adapt, pseudo_targets
+from fedpse.federation.device import generic_student
+from fedpse.federation.payloads import decode_audio_record, encode_weights
+from fedpse.federation.plan import RunPlan
+from fedpse.federation.strategies.base import Conversation, DeliveryStrategy, Outcome, Send, UserRound
+from fedpse.models.checkpoints import load_checkpoint, save_checkpoint
+
+
+class ServerCopy:
+    """What the server keeps about one user, on disk: received uploads, teacher outputs, the student copy."""
+
+    def __init__(self, plan: RunPlan, user: str):
+        self.plan = plan
+        self.user = user
+        self.root = plan.server_dir(user)
+
+    def keep_uploads(self, chunks: dict[str, np.ndarray]) -> None:
+        for name, audio in chunks.items():
+            save_audio(self.root / "uploads" / f"{name}.flac", audio)
+
+    def uploads(self, names: list[str]) -> list[np.ndarray]:
+        return [load_audio(self.root / "uploads" / f"{name}.flac") for name in names]
+
+    def keep_targets(self, targets: dict[str, np.ndarray]) -> None:
+        for name, audio in targets.items():
+            path = self.root / "targets" / f"{name}.npy"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            np.save(path, np.asarray(audio, dtype=np.float32))
+
+    def targets(self, names: list[str]) -> list[np.ndarray]:
+        return [np.load(self.root / "targets" / f"{name}.npy") for name in names]
+
+    @property
+    def student_path(self) -> Path:
+        return self.root / "student.pt"
+
+    def fine_tune(
+        self, noisy: list[np.ndarray], targets: list[np.ndarray], round_number: int
+    ) -> tuple[nn.Module, AdaptResult]:
+        """Fine-tune the server's copy of the user's student (generic at first) and keep it."""
+        path = self.student_path
+        student = load_checkpoint(path)[0] if path.is_file() else generic_student(self.plan)
+        result = adapt(
+            student,
+            noisy,
+            targets,
+            self.plan.round_adapt(),
+            seed=self.plan.adapt_seed(self.user, round_number),
+        )
+        save_checkpoint(path, student, card={"user": self.user, "round": round_number}, dtype="fp32")
+        return student, result
+
+
+def install_outcome(job: UserRound, result: AdaptResult, adapt_audio_seconds: float) -> Outcome:
+    return Outcome(job.user, steps=result.steps, adapt_audio_seconds=adapt_audio_seconds, adapted=True)
+
+
+class CloudStudent(DeliveryStrategy):
+    name = "cloud_student"
+
+    def conversation(self, job: UserRound) -> Conversation:
+        upload = None
+        if job.new:
+            upload = yield Send(
+                "train.upload",
+                RecordDict({"task": self.task(job, upload=job.new, codec=self.fed.upload_codec)}),
+                kind="control",
+                reply_kind="noisy_audio",
+            )
+        send, outcome = self.fine_tune(job, upload)
+        upload = None
+        yield send  # the device installs the weights; its failure is recorded by the driver
+        return outcome
+
+    def fine_tune(self, job: UserRound, upload: Message | None) -> tuple[Send, Outcome]:
+        """Keep the new uploads, run the teacher on them, fine-tune the user's student copy on the server."""
+        started = time.perf_counter()
+        copy = ServerCopy(self.plan, job.user)
+        server_macs = 0.0
+        if upload is not None:
+            uploaded = decode_audio_record(upload.content["audio"])
+            copy.keep_uploads(uploaded)
+            noisy_new = [uploaded[name] for name in job.new]
+            copy.keep_targets(dict(zip(job.new, pseudo_targets(self.server.teacher, noisy_new), strict=True)))
+            server_macs += self.server.teacher_macs(sum(len(x) for x in noisy_new) / SAMPLE_RATE)
+        noisy = copy.uploads(job.train_on)
+        student, result = copy.fine_tune(noisy, copy.targets(job.train_on), job.round)
+        server_macs += result.device_macs  # the student's training ran on the server
+        content = RecordDict(
+            {
+                "task": self.task(job),
+                "student": encode_weights(student.state_dict(), self.fed.weights_precision),
+            }
+        )
+        send = Send(
+            "train.install",
+            content,
+            kind="student_weights",
+            reply_kind="metrics",
+            server_macs=server_macs,
+            server_wall_seconds=time.perf_counter() - started,
+        )
+        return send, install_outcome(job, result, sum(len(x) for x in noisy) / SAMPLE_RATE)

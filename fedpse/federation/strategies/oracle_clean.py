@@ -1,0 +1,42 @@
+"""Baseline ``oracle_clean`` (simulation-only upper bound): fine-tune on the clean references instead of the
+teacher's outputs. The oracle sits with the evaluator on the server side, so clean audio never reaches a device:
+the oracle fine-tunes its copy of the user's student and sends the weights down, like ``cloud_student``."""
+
+from __future__ import annotations
+
+import time
+
+from flwr.app import RecordDict
+
+from fedpse.audio.io import SAMPLE_RATE
+from fedpse.federation.payloads import encode_weights
+from fedpse.federation.strategies.base import Conversation, DeliveryStrategy, Send, UserRound
+from fedpse.federation.strategies.cloud_student import ServerCopy, install_outcome
+
+
+class OracleClean(DeliveryStrategy):
+    name = "oracle_clean"
+
+    def conversation(self, job: UserRound) -> Conversation:
+        started = time.perf_counter()
+        world = self.plan.world
+        noisy = [world.load(job.user, name, "noisy") for name in job.train_on]
+        clean = [world.load(job.user, name, "clean") for name in job.train_on]
+        student, result = ServerCopy(self.plan, job.user).fine_tune(noisy, clean, job.round)
+        seconds = sum(len(x) for x in noisy) / SAMPLE_RATE
+        del noisy, clean  # not held while the device installs the weights
+        content = RecordDict(
+            {
+                "task": self.task(job),
+                "student": encode_weights(student.state_dict(), self.fed.weights_precision),
+            }
+        )
+        yield Send(
+            "train.install",
+            content,
+            kind="student_weights",
+            reply_kind="metrics",
+            server_macs=result.device_macs,
+            server_wall_seconds=time.perf_counter() - started,
+        )
+        return install_outcome(job, result, seconds)

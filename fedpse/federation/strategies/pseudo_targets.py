@@ -1,0 +1,59 @@
+"""``pseudo_targets``: the device uploads its new noisy chunks, the server runs the teacher on them and sends the
+pseudo-targets down, the device fine-tunes its student locally (it keeps earlier targets for later rounds)."""
+
+from __future__ import annotations
+
+import time
+
+from flwr.app import Message, RecordDict
+
+from fedpse.audio.io import SAMPLE_RATE
+from fedpse.distill.adapt import pseudo_targets
+from fedpse.federation.payloads import decode_audio_record, encode_targets
+from fedpse.federation.strategies.base import (
+    Conversation,
+    DeliveryStrategy,
+    Outcome,
+    Send,
+    UserRound,
+    record_adaptation,
+)
+
+
+class PseudoTargets(DeliveryStrategy):
+    name = "pseudo_targets"
+
+    def conversation(self, job: UserRound) -> Conversation:
+        upload = None
+        if job.new:
+            upload = yield Send(
+                "train.upload",
+                RecordDict({"task": self.task(job, upload=job.new, codec=self.fed.upload_codec)}),
+                kind="control",
+                reply_kind="noisy_audio",
+            )
+        send = self.targets_message(job, upload)
+        upload = None  # the audio is not kept on the server
+        reply = yield send
+        return record_adaptation(Outcome(job.user), reply)
+
+    def targets_message(self, job: UserRound, upload: Message | None) -> Send:
+        """Run the teacher on the uploaded chunks; the adapt message carries their pseudo-targets."""
+        content = RecordDict({"task": self.task(job, train_on=job.train_on, targets_from="message")})
+        if upload is None:  # nothing new: the device adapts on the targets it already holds
+            return Send("train.adapt", content, kind="control", reply_kind="metrics")
+        started = time.perf_counter()
+        uploaded = decode_audio_record(upload.content["audio"])
+        noisy = [uploaded[name] for name in job.new]
+        targets = pseudo_targets(self.server.teacher, noisy)
+        content["targets"] = encode_targets(
+            dict(zip(job.new, targets, strict=True)), self.fed.targets_precision
+        )
+        return Send(
+            "train.adapt",
+            content,
+            kind="pseudo_targets",
+            reply_kind="metrics",
+            server_macs=self.server.teacher_macs(sum(len(x) for x in noisy) / SAMPLE_RATE),
+            server_wall_seconds=time.perf_counter() - started,
+        )

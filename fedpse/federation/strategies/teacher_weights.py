@@ -1,0 +1,44 @@
+"""``teacher_weights``: the teacher's weights go down once per device (cached there afterwards); the device runs
+the teacher on its own chunks and fine-tunes locally. No audio ever leaves the device."""
+
+from __future__ import annotations
+
+import json
+
+from flwr.app import RecordDict
+
+from fedpse.federation.payloads import encode_weights
+from fedpse.federation.strategies.base import (
+    Conversation,
+    DeliveryStrategy,
+    Outcome,
+    Send,
+    UserRound,
+    record_adaptation,
+)
+from fedpse.models.registry import model_spec
+
+
+class TeacherWeights(DeliveryStrategy):
+    name = "teacher_weights"
+
+    def __init__(self, server):
+        super().__init__(server)
+        self.devices_with_teacher: set[str] = set()  # confirmed by a successful reply
+
+    def conversation(self, job: UserRound) -> Conversation:
+        first = job.user not in self.devices_with_teacher
+        extra = {"teacher_spec": json.dumps(model_spec(self.server.teacher))} if first else {}
+        content = RecordDict(
+            {"task": self.task(job, train_on=job.train_on, targets_from="device_teacher", **extra)}
+        )
+        if first:
+            content["teacher"] = encode_weights(self.server.teacher.state_dict(), self.fed.weights_precision)
+        reply = yield Send(
+            "train.adapt",
+            content,
+            kind="teacher_weights" if first else "control",
+            reply_kind="metrics",
+        )
+        self.devices_with_teacher.add(job.user)
+        return record_adaptation(Outcome(job.user), reply)

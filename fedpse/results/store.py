@@ -1,0 +1,192 @@
+"""A run directory: the resolved config and the run's tables, written row by row as work completes.
+
+Layout of ``RUN_DIR/``:
+
+    config.yaml        the resolved config (loadable again with ``load_config``)
+    ledger.csv         one row per message (appended as it is sent or received)
+    evaluations.csv    one row per (round, user) scored by the evaluator (appended as each user is scored)
+    rounds.csv         one row per finished round
+    users.csv          one row per user: final scores and cost totals (written when the run ends)
+    summary.json       run-level totals and means (written when the run ends)
+
+Rows are appended and flushed as soon as they exist, so a crashed run keeps everything finished before the crash.
+The column order of each table is fixed here; values that do not apply are left empty.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from fedpse.config import Config, dump_config
+
+LEDGER_COLUMNS = [
+    "round",
+    "user",
+    "node_id",
+    "direction",
+    "kind",
+    "message_type",
+    "bytes",
+    "audio_seconds",
+    "precision",
+    "codec",
+    "device_macs",
+    "server_macs",
+    "wall_seconds",
+    "status",
+    "error",
+]
+EVALUATION_COLUMNS = [
+    "round",
+    "user",
+    "si_sdr_noisy",
+    "si_sdr_generic",
+    "si_sdr_personalized",
+    "si_sdr_teacher",
+    "gain_db",
+    "pesq_generic",
+    "pesq_personalized",
+    "stoi_generic",
+    "stoi_personalized",
+    "adapt_audio_seconds",
+    "steps",
+]
+ROUND_COLUMNS = [
+    "round",
+    "chunks_available",
+    "selected",
+    "completed",
+    "failed",
+    "mean_si_sdr_personalized",
+    "mean_gain_db",
+    "bytes_up",
+    "bytes_down",
+    "audio_seconds_exposed",
+    "device_macs",
+    "server_macs",
+    "wall_seconds",
+]
+USER_COLUMNS = [
+    "user",
+    "status",
+    "rounds_selected",
+    "rounds_completed",
+    "si_sdr_noisy",
+    "si_sdr_generic",
+    "si_sdr_personalized",
+    "si_sdr_teacher",
+    "si_sdri_db",
+    "gain_db",
+    "gap_closure",
+    "pesq_generic",
+    "pesq_personalized",
+    "stoi_generic",
+    "stoi_personalized",
+    "audio_minutes_used",
+    "bytes_up",
+    "bytes_down",
+    "audio_seconds_exposed",
+    "device_macs",
+    "server_macs",
+    "adapt_steps",
+    "error",
+]
+TABLES = {
+    "ledger": LEDGER_COLUMNS,
+    "evaluations": EVALUATION_COLUMNS,
+    "rounds": ROUND_COLUMNS,
+    "users": USER_COLUMNS,
+}
+
+
+class RunDirError(ValueError):
+    """A run directory that cannot be used (e.g. it already holds another run's results)."""
+
+
+def _cell(value: Any) -> Any:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return "" if math.isnan(value) else round(value, 6)
+    return value
+
+
+class RunStore:
+    """Writer (and reader) of one run directory."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    @staticmethod
+    def check_free(root: str | Path) -> None:
+        """Raise ``RunDirError`` if ``root`` already holds a run's results."""
+        root = Path(root)
+        taken = [f"{t}.csv" for t in TABLES if (root / f"{t}.csv").exists()]
+        taken += ["summary.json"] if (root / "summary.json").exists() else []
+        if taken:
+            raise RunDirError(f"{root}: already holds a run ({', '.join(taken)}); choose a new --out folder")
+
+    @classmethod
+    def create(cls, root: str | Path, cfg: Config) -> RunStore:
+        """A fresh run directory for ``cfg``; refuses one that already holds results."""
+        cls.check_free(root)
+        store = cls(root)
+        store.root.mkdir(parents=True, exist_ok=True)
+        dump_config(cfg, store.root / "config.yaml")
+        return store
+
+    def path(self, table: str) -> Path:
+        return self.root / f"{table}.csv"
+
+    def append(self, table: str, row: dict) -> None:
+        """Append one row (unknown keys are an error: the columns are the contract)."""
+        columns = TABLES[table]
+        extra = sorted(set(row) - set(columns))
+        if extra:
+            raise KeyError(f"{table}.csv has no column(s) {extra}")
+        path = self.path(table)
+        new = not path.exists()
+        with open(path, "a", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=columns)
+            if new:
+                writer.writeheader()
+            writer.writerow({c: _cell(row.get(c)) for c in columns})
+
+    def write_table(self, table: str, rows: list[dict]) -> None:
+        """Write a whole table at once (atomically replaced)."""
+        columns = TABLES[table]
+        tmp = self.path(table).with_suffix(".csv.tmp")
+        with open(tmp, "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=columns)
+            writer.writeheader()
+            for row in rows:
+                writer.writerow({c: _cell(row.get(c)) for c in columns})
+        tmp.replace(self.path(table))
+
+    def read_table(self, table: str) -> list[dict]:
+        """Rows as dicts of strings (empty list if the table does not exist yet)."""
+        path = self.path(table)
+        if not path.exists():
+            return []
+        with open(path, newline="") as fh:
+            return list(csv.DictReader(fh))
+
+    def write_summary(self, summary: dict) -> Path:
+        path = self.root / "summary.json"
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(summary, indent=1, default=_json_default) + "\n")
+        tmp.replace(path)
+        return path
+
+    def read_summary(self) -> dict:
+        return json.loads((self.root / "summary.json").read_text())
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON-serialisable: {type(value).__name__}")
