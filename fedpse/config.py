@@ -131,7 +131,7 @@ class StudentConfig:
 
 @dataclass
 class TeacherConfig:
-    arch: str = _f("convtasnet", "teacher model", choices=["gru", "convtasnet", "onnx"])
+    arch: str = _f("gru", "teacher model", choices=["gru", "convtasnet", "onnx"])
     layers: int = _f(2, "GRU layers (arch=gru)", min=1, max=8)
     hidden: int = _f(256, "GRU units per layer (arch=gru)", min=1, max=4096)
     bidirectional: bool = _f(
@@ -140,7 +140,8 @@ class TeacherConfig:
     convtasnet: ConvTasNetConfig = _sub(ConvTasNetConfig)
     onnx: OnnxTeacherConfig = _sub(OnnxTeacherConfig)
     checkpoint: str | None = _f(
-        "builtin:teacher-convtasnet", "teacher weights: a path, builtin:NAME (shipped) or null (random init)"
+        "builtin:teacher-gru",
+        "teacher weights: a path, builtin:NAME (shipped: teacher-gru, teacher-convtasnet) or null (random init)",
     )
 
 
