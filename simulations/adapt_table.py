@@ -148,6 +148,42 @@ def markdown(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+CARD_FILES = {"gru": "teacher-gru", "convtasnet": "teacher-convtasnet"}
+
+
+def write_cards(results: dict) -> None:
+    """Record held-out-user figures in the shipped model cards (the teachers' premise: >= 3 dB over the student)."""
+    from fedpse.models.checkpoints import update_card
+    from fedpse.models.zoo import BUILTIN_DIR
+
+    student: dict = {}
+    for snr, by_teacher in results["table"].items():
+        for name, s in by_teacher.items():
+            entry = {
+                "users": s["users"],
+                "si_sdr": s["teacher"],
+                "minus_generic_2x32": s["teacher_minus_generic"],
+            }
+            update_card(BUILTIN_DIR / f"{CARD_FILES[name]}.pt", {"held_out_users": {f"{snr}dB": entry}})
+            student[f"{snr}dB"] = {"users": s["users"], "si_sdr": s["generic"], "mixture": s["mixture"]}
+    old = json.loads((BUILTIN_DIR / "student-2x32.pt.card.json").read_text()).get("held_out_users", {})
+    update_card(BUILTIN_DIR / "student-2x32.pt", {"held_out_users": {**old, **student}})
+
+
+def merge(dirs: list[str]) -> dict:
+    """Combine results.json files of runs made per teacher (e.g. in parallel processes)."""
+    merged: dict = {"table": {}, "rows": {}, "sources": dirs}
+    for d in dirs:
+        part = json.loads((Path(d) / "results.json").read_text())
+        for key in ("table", "rows"):
+            for snr, by_teacher in part[key].items():
+                merged[key].setdefault(snr, {}).update(by_teacher)
+        if part.get("sweep"):
+            merged["sweep"] = part["sweep"]
+    merged["table"] = dict(sorted(merged["table"].items(), key=lambda kv: float(kv[0])))
+    return merged
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--users", type=int, default=40)
@@ -161,7 +197,23 @@ def main() -> None:
     ap.add_argument("--sweep-users", type=int, default=12)
     ap.add_argument("--sweep-teacher", default="convtasnet", choices=list(TEACHERS))
     ap.add_argument("--out", default="simulations/results/adapt_table")
+    ap.add_argument(
+        "--merge", nargs="+", default=None, help="merge the results.json of these run folders into --out"
+    )
+    ap.add_argument(
+        "--write-cards", action="store_true", help="record held-out-user figures in the shipped cards"
+    )
     args = ap.parse_args()
+    if args.merge:
+        results = merge(args.merge)
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "results.json").write_text(json.dumps(results, indent=1, default=str))
+        (out / "table.md").write_text(markdown(results))
+        if args.write_cards:
+            write_cards(results)
+        print(markdown(results))
+        return
 
     from fedpse.config import load_config
     from fedpse.world.cache import build_world
@@ -202,6 +254,8 @@ def main() -> None:
     results["wall_seconds"] = time.perf_counter() - t0
     (out / "results.json").write_text(json.dumps(results, indent=1, default=str))
     (out / "table.md").write_text(markdown(results))
+    if args.write_cards:
+        write_cards(results)
     print(markdown(results))
 
 

@@ -93,3 +93,17 @@ def test_state_dict_that_does_not_fit_its_spec_is_an_error(tmp_path, student):
 def test_card_must_be_json_serialisable(tmp_path, student):
     with pytest.raises(ValueError, match="JSON"):
         save_checkpoint(tmp_path / "x.pt", student, {"tensor": torch.zeros(1)})
+
+
+def test_update_card_adds_measured_figures_without_touching_weights(tmp_path):
+    from fedpse.models.checkpoints import update_card
+
+    model = GRUMaskNet(num_layers=1, hidden=4)
+    path = tmp_path / "m.pt"
+    save_checkpoint(path, model, {"steps": 3})
+    card = update_card(path, {"held_out_users": {"5": {"si_sdr": 9.5}}})
+    reloaded, card2 = load_checkpoint(path)
+    assert card2 == card and card2["steps"] == 3 and card2["held_out_users"]["5"]["si_sdr"] == 9.5
+    assert json.loads(card_path(path).read_text())["held_out_users"]["5"]["si_sdr"] == 9.5
+    for a, b in zip(model.state_dict().values(), reloaded.state_dict().values(), strict=True):
+        torch.testing.assert_close(a.half().float(), b)

@@ -172,3 +172,17 @@ def _atomic_write(path: Path, write) -> None:
     tmp = path.with_name(path.name + ".tmp")
     write(tmp)
     os.replace(tmp, path)
+
+
+def update_card(path: str | Path, extra: dict) -> dict:
+    """Merge ``extra`` into a checkpoint's model card (inside the file and in ``<path>.card.json``); weights untouched.
+
+    Used to record figures measured after training, e.g. SI-SDR on held-out users' test sets.
+    """
+    path = Path(path)
+    payload = read_checkpoint(path)
+    card = {**payload["card"], **json.loads(json.dumps(extra))}
+    payload["card"] = card
+    _atomic_write(path, lambda tmp: torch.save(payload, tmp))
+    _atomic_write(card_path(path), lambda tmp: Path(tmp).write_text(json.dumps(card, indent=2) + "\n"))
+    return card
