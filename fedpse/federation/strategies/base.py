@@ -10,6 +10,7 @@ message is charged to the ledger, from the message itself, by ``drive`` alone.
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 import re
 import time
@@ -85,7 +86,7 @@ class ServerSide:
 STRATEGIES: dict[str, type[DeliveryStrategy]] = {}
 
 
-class DeliveryStrategy:
+class DeliveryStrategy(abc.ABC):
     """Base of the delivery modes: one subclass per mode, registered under its ``name``."""
 
     name: ClassVar[str] = ""
@@ -101,8 +102,9 @@ class DeliveryStrategy:
         self.plan = server.plan
         self.fed = server.plan.cfg.federation
 
+    @abc.abstractmethod
     def conversation(self, job: UserRound) -> Conversation:
-        raise NotImplementedError
+        """The messages this mode exchanges with one user's device in one round (a generator of ``Send``)."""
 
     def task(self, job: UserRound, **extra) -> ConfigRecord:
         """The control record every request carries (lists left out when empty: Flower cannot send those)."""
