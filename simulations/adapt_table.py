@@ -129,9 +129,9 @@ def markdown(results: dict) -> str:
         )
     lines += [
         "",
-        "| input SNR | teacher | mean gain (dB) | users improved | gap closure mean / median | teacher − generic (dB) | steps (mean) |",
+        "| input SNR | teacher | mean gain (dB) | users improved | gap closure: of means / per-user median | teacher − generic (dB) | steps | adapt s/user |",
     ]
-    lines.append("|---|---|---|---|---|---|---|")
+    lines.append("|---|---|---|---|---|---|---|---|")
     for snr, by_teacher in results["table"].items():
         for name, s in by_teacher.items():
             lines.append(
@@ -161,6 +161,7 @@ def write_cards(results: dict) -> None:
     from fedpse.models.zoo import BUILTIN_DIR
 
     student: dict = {}
+    teachers: dict = {}
     for snr, by_teacher in results["table"].items():
         for name, s in by_teacher.items():
             entry = {
@@ -168,8 +169,10 @@ def write_cards(results: dict) -> None:
                 "si_sdr": s["teacher"],
                 "minus_generic_2x32": s["teacher_minus_generic"],
             }
-            update_card(BUILTIN_DIR / f"{CARD_FILES[name]}.pt", {"held_out_users": {f"{snr}dB": entry}})
+            teachers.setdefault(name, {})[f"{snr}dB"] = entry
             student[f"{snr}dB"] = {"users": s["users"], "si_sdr": s["generic"], "mixture": s["mixture"]}
+    for name, entries in teachers.items():
+        update_card(BUILTIN_DIR / f"{CARD_FILES[name]}.pt", {"held_out_users": entries})
     old = json.loads((BUILTIN_DIR / "student-2x32.pt.card.json").read_text()).get("held_out_users", {})
     update_card(BUILTIN_DIR / "student-2x32.pt", {"held_out_users": {**old, **student}})
 
