@@ -44,8 +44,8 @@ def to_mono(audio: np.ndarray) -> np.ndarray:
     return audio.mean(axis=1)
 
 
-def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
-    """Load ``path`` as mono float32 at ``sample_rate``. Raises ``AudioError`` naming the file on bad input."""
+def check_audio_file(path: str | Path) -> Path:
+    """The checks every audio file passes before decoding: supported extension, exists, not empty."""
     path = Path(path)
     if path.suffix.lower() not in AUDIO_EXTENSIONS:
         raise AudioError(
@@ -55,6 +55,12 @@ def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
         raise AudioError(path, "file not found")
     if path.stat().st_size == 0:
         raise AudioError(path, "file is empty (0 bytes)")
+    return path
+
+
+def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """Load ``path`` as mono float32 at ``sample_rate``. Raises ``AudioError`` naming the file on bad input."""
+    path = check_audio_file(path)
     try:
         data, rate = sf.read(str(path), dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as err:

@@ -24,6 +24,7 @@ from fedpse.audio.io import (
     AUDIO_EXTENSIONS,
     SAMPLE_RATE,
     AudioError,
+    check_audio_file,
     find_audio_files,
     load_audio,
     resample,
@@ -60,14 +61,7 @@ def _loaded_length(frames: int, rate: int) -> int:
 
 def _header(path: Path):
     """``soundfile.info`` with the loader's checks; raises ``AudioError`` naming the file."""
-    if path.suffix.lower() not in AUDIO_EXTENSIONS:
-        raise AudioError(
-            path, f"unsupported audio format {path.suffix!r}; expected one of {AUDIO_EXTENSIONS}"
-        )
-    if not path.is_file():
-        raise AudioError(path, "file not found")
-    if path.stat().st_size == 0:
-        raise AudioError(path, "file is empty (0 bytes)")
+    check_audio_file(path)
     try:
         info = sf.info(str(path))
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as err:

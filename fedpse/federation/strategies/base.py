@@ -106,6 +106,19 @@ class DeliveryStrategy(abc.ABC):
     def conversation(self, job: UserRound) -> Conversation:
         """The messages this mode exchanges with one user's device in one round (a generator of ``Send``)."""
 
+    def request_upload(self, job: UserRound) -> Generator[Send, Message, Message | None]:
+        """Ask the device for this round's new noisy chunks (encoded with ``federation.upload_codec``)."""
+        if not job.new:
+            return None
+        return (
+            yield Send(
+                "train.upload",
+                RecordDict({"task": self.task(job, upload=job.new, codec=self.fed.upload_codec)}),
+                kind="control",
+                reply_kind="noisy_audio",
+            )
+        )
+
     def task(self, job: UserRound, **extra) -> ConfigRecord:
         """The control record every request carries (lists left out when empty: Flower cannot send those)."""
         fields = {"run_dir": str(self.plan.run_dir), "user": job.user, "round": job.round}

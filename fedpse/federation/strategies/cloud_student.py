@@ -73,14 +73,7 @@ class CloudStudent(DeliveryStrategy):
     name = "cloud_student"
 
     def conversation(self, job: UserRound) -> Conversation:
-        upload = None
-        if job.new:
-            upload = yield Send(
-                "train.upload",
-                RecordDict({"task": self.task(job, upload=job.new, codec=self.fed.upload_codec)}),
-                kind="control",
-                reply_kind="noisy_audio",
-            )
+        upload = yield from self.request_upload(job)
         send, outcome = self.fine_tune(job, upload)
         upload = None
         yield send  # the device installs the weights; its failure is recorded by the driver

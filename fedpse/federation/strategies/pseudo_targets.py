@@ -24,14 +24,7 @@ class PseudoTargets(DeliveryStrategy):
     name = "pseudo_targets"
 
     def conversation(self, job: UserRound) -> Conversation:
-        upload = None
-        if job.new:
-            upload = yield Send(
-                "train.upload",
-                RecordDict({"task": self.task(job, upload=job.new, codec=self.fed.upload_codec)}),
-                kind="control",
-                reply_kind="noisy_audio",
-            )
+        upload = yield from self.request_upload(job)
         send = self.targets_message(job, upload)
         upload = None  # the audio is not kept on the server
         reply = yield send
