@@ -72,6 +72,14 @@ def _parser() -> argparse.ArgumentParser:
         help="run several delivery modes on the same users in one Ray session, into RUN_DIR/<mode>/ "
         "(default: just federation.mode)",
     )
+    sim.add_argument(
+        "--ray-address",
+        dest="overrides",
+        action="append",
+        type=lambda address: f"federation.ray_address={address}",
+        metavar="ADDRESS",
+        help="join an existing Ray cluster (same as --set federation.ray_address=ADDRESS)",
+    )
     sim.add_argument("--quiet", action="store_true", help="no progress bar")
     sim.add_argument("--verbose", action="store_true", help="show Flower's and Ray's own logs")
 

@@ -227,7 +227,17 @@ class FederationConfig:
     )
     pesq_stoi: bool = _f(False, "also score PESQ and STOI on the test sets (slower)")
     num_cpus: float = _f(1.0, "CPUs reserved per client actor (an actor runs one device at a time)", min=0.01)
-    ray_num_cpus: int = _f(0, "CPUs Ray may use (0 = every core of this machine)", min=0)
+    num_gpus: float = _f(
+        0.0, "GPUs reserved per client actor (e.g. 0.25 = four actors share a GPU; 0 = CPU only)", min=0.0
+    )
+    ray_address: str | None = _f(
+        None,
+        "join an existing Ray cluster at this address (e.g. 10.0.0.1:6379, or 'auto' for the local one) "
+        "instead of starting a private Ray; the run dir and world cache must be on a filesystem every node sees",
+    )
+    ray_num_cpus: int = _f(
+        0, "CPUs Ray may use (0 = every core of this machine; ignored with ray_address)", min=0
+    )
     ray_object_store_mb: int = _f(256, "Ray object store size (MB)", min=80)
     ray_tmpdir: str | None = _f(
         None, "Ray temp/session folder (null = <run dir>/ray, or a short /tmp path if that is too long)"

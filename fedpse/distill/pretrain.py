@@ -122,6 +122,8 @@ def pretrain(
         opt = torch.optim.Adam(model.parameters(), lr=pc.lr)
         state = torch.load(state_path, map_location="cpu", weights_only=True)
         opt.load_state_dict(state["optimizer"])
+        for group in opt.param_groups:  # the config passed now wins (e.g. a lower lr to finish a run)
+            group["lr"] = pc.lr
         step, best, history = int(state["step"]), float(state["best"]), list(card.get("history", []))
         log(f"resumed {role} at step {step} (best validation SI-SDR {best:.2f} dB)")
     base_card = {

@@ -46,6 +46,8 @@ def open_world(cfg: Config, progress: bool = False) -> World:
 def check(cfg: Config, run_dir: str | Path, progress: bool = False) -> RunPlan:
     """Everything that can fail before a simulation starts, without creating anything (but the world)."""
     check_federation(cfg)
+    if cfg.federation.ray_address:
+        probe_cluster(cfg.federation.ray_address)
     open_world(cfg, progress)
     plan = RunPlan(cfg, Path(run_dir).expanduser().resolve())
     _ = plan.users  # num_users within the world, fault-injection users known
@@ -102,6 +104,40 @@ class _ClientErrorFilter(logging.Filter):
         return not any(marker in text for marker in self.MARKERS)
 
 
+class RayClusterError(ValueError):
+    """``federation.ray_address`` names a Ray cluster this process cannot join."""
+
+
+def probe_cluster(address: str) -> None:
+    """Fail fast when nothing listens at a Ray head's ``HOST:PORT`` (``ray.init`` retries for minutes)."""
+    import socket
+
+    if address == "auto":
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except (OSError, ValueError) as err:
+        raise RayClusterError(
+            f"federation.ray_address={address!r}: nothing answers there ({err}); expected HOST:PORT of a "
+            "running Ray head (`ray start --head --port=6379` prints it), or 'auto'"
+        ) from None
+
+
+def join_cluster(address: str, init_args: dict) -> None:
+    """Connect this process to the running Ray cluster at ``address`` (see README: "Run on a Ray cluster")."""
+    import ray
+
+    probe_cluster(address)
+    try:
+        ray.init(address=address, **init_args)
+    except (ConnectionError, RuntimeError, ValueError) as err:
+        raise RayClusterError(
+            f"federation.ray_address={address!r}: could not join a Ray cluster there ({err}); start one with "
+            "`ray start --head --port=6379` and give its address as HOST:PORT"
+        ) from None
+
+
 @contextlib.contextmanager
 def simulation_environment(run_dir: Path, fed: FederationConfig, verbose: bool = False) -> Iterator[dict]:
     """Environment variables, Ray start (unless a Ray session is already up) and quiet Flower logs."""
@@ -126,13 +162,10 @@ def simulation_environment(run_dir: Path, fed: FederationConfig, verbose: bool =
     try:
         if not ray.is_initialized():
             t0 = time.perf_counter()
-            ray.init(
-                num_cpus=fed.ray_num_cpus or os.cpu_count(),
-                object_store_memory=fed.ray_object_store_mb * 2**20,
-                include_dashboard=False,
-                logging_level=logging.WARNING,
-                log_to_driver=verbose,
-                runtime_env={
+            common = {
+                "logging_level": logging.WARNING,
+                "log_to_driver": verbose,
+                "runtime_env": {
                     "env_vars": {
                         "PYTHONPATH": os.pathsep.join(sys.path),
                         "OMP_NUM_THREADS": "1",
@@ -140,9 +173,22 @@ def simulation_environment(run_dir: Path, fed: FederationConfig, verbose: bool =
                         "FLWR_TELEMETRY_ENABLED": "0",
                     }
                 },
-            )
+            }
+            if fed.ray_address:
+                join_cluster(fed.ray_address, common)
+                info["ray_address"] = fed.ray_address
+            else:
+                ray.init(
+                    num_cpus=fed.ray_num_cpus or os.cpu_count(),
+                    object_store_memory=fed.ray_object_store_mb * 2**20,
+                    include_dashboard=False,
+                    **common,
+                )
             started_ray = True
             info["ray_start_seconds"] = time.perf_counter() - t0
+        nodes = [n for n in ray.nodes() if n.get("Alive") and n.get("Resources", {}).get("CPU")]
+        info["ray_nodes"] = len(nodes)
+        info["ray_cpus"] = sum(n["Resources"]["CPU"] for n in nodes)
         yield info
     finally:
         if started_ray and ray.is_initialized():
@@ -191,7 +237,7 @@ def simulate_many(
             server_app=make_server_app(plans, summaries, progress, observers),
             client_app=client_app,
             num_supernodes=max(len(p.users) for p in plans),
-            backend_config={"client_resources": {"num_cpus": fed.num_cpus, "num_gpus": 0.0}},
+            backend_config={"client_resources": {"num_cpus": fed.num_cpus, "num_gpus": fed.num_gpus}},
         )
     if len(summaries) != len(plans):
         raise RuntimeError(
