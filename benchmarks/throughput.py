@@ -41,6 +41,7 @@ WORKLOAD = [
     "federation.steps_per_round=10",
     "federation.targets_precision=fp32",
     "federation.upload_codec=flac",
+    "federation.cache_dir=null",  # both sides do all the work (no teacher outputs or scores from earlier runs)
 ]
 
 
@@ -115,7 +116,9 @@ def phase_bare(cfg, run_dir: Path) -> dict:
 
 
 # ------------------------------------------------------------------------------------------------ driver
-def run_phase(phase: str, users: int, cpus: int, extra: list[str], world_users: int, work: Path) -> dict:
+def run_phase(
+    phase: str, users: int, cpus: int, extra: list[str], world_users: int, work: Path, core: int = 0
+) -> dict:
     """Run one phase in a fresh subprocess (pinned to core 0 when ``cpus`` is 1); measure wall and tree memory."""
     out = work / f"{phase}.json"
     cmd = [
@@ -134,7 +137,7 @@ def run_phase(phase: str, users: int, cpus: int, extra: list[str], world_users: 
         *sum((["--set", s] for s in extra), []),
     ]
     if cpus == 1 and shutil.which("taskset"):
-        cmd = ["taskset", "-c", "0", *cmd]
+        cmd = ["taskset", "-c", str(core), *cmd]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE.parent), os.environ.get("PYTHONPATH", "")])}
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env)
@@ -149,21 +152,23 @@ def run_phase(phase: str, users: int, cpus: int, extra: list[str], world_users: 
         users_per_hour=users * 3600 / wall,
         peak_rss_mb=mem.peak / 2**20,
         peak_pss_mb=mem.peak_pss / 2**20,
+        cpu_seconds=sum(mem.cpu_by_name().values()),
+        cpu_seconds_by_process={k: round(v, 1) for k, v in mem.cpu_by_name().items() if v >= 0.5},
     )
     return result
 
 
-def bench(users: int, cpus: int, extra: list[str], world_users: int, keep: bool) -> dict:
+def bench(users: int, cpus: int, extra: list[str], world_users: int, keep: bool, core: int = 0) -> dict:
     from fedpse.federation.runner import open_world
 
     cfg = bench_config(users, cpus, extra, world_users)
     t0 = time.perf_counter()
     open_world(cfg, progress=True)  # built once, outside the timings
     world_seconds = time.perf_counter() - t0
-    work = Path("runs") / f"bench-throughput-{users}u-{time.strftime('%Y%m%d-%H%M%S')}"
+    work = Path("runs") / f"bench-throughput-{users}u-core{core}-{time.strftime('%Y%m%d-%H%M%S')}"
     work.mkdir(parents=True)
-    a = run_phase("flower", users, cpus, extra, world_users, work)
-    b = run_phase("bare", users, cpus, extra, world_users, work)
+    a = run_phase("flower", users, cpus, extra, world_users, work, core)
+    b = run_phase("bare", users, cpus, extra, world_users, work, core)
     common = sorted(set(a["personalized"]) & set(b["personalized"]))
     diffs = [abs(a["personalized"][u] - b["personalized"][u]) for u in common]
     result = {
@@ -186,7 +191,8 @@ def bench(users: int, cpus: int, extra: list[str], world_users: int, keep: bool)
 def print_table(results: list[dict]) -> None:
     print(
         f"{'users':>6}{'cpus':>5}{'(a) wall s':>11}{'(b) wall s':>11}{'ratio':>7}{'(a) users/h':>12}"
-        f"{'(b) users/h':>12}{'(a) peak RSS MB':>16}{'(a) PSS MB':>11}{'(b) RSS MB':>11}{'max |Δ| dB':>11}"
+        f"{'(b) users/h':>12}{'(a) CPU s':>10}{'(b) CPU s':>10}{'(a) peak RSS MB':>16}{'(a) PSS MB':>11}"
+        f"{'(b) RSS MB':>11}{'max |Δ| dB':>11}"
     )
     for r in results:
         a, b = r["flower_ray"], r["bare_loop"]
@@ -194,9 +200,11 @@ def print_table(results: list[dict]) -> None:
         print(
             f"{r['users']:>6}{r['cpus']:>5}{a['wall_seconds']:>11.1f}{b['wall_seconds']:>11.1f}"
             f"{r['ratio_wall']:>7.3f}{a['users_per_hour']:>12.0f}{b['users_per_hour']:>12.0f}"
+            f"{a['cpu_seconds']:>10.0f}{b['cpu_seconds']:>10.0f}"
             f"{a['peak_rss_mb']:>16.0f}{a['peak_pss_mb']:>11.0f}{b['peak_rss_mb']:>11.0f}"
             f"{'-' if diff is None else format(diff, '.2e'):>11}"
         )
+        print(f"  (a) CPU seconds by process: {a['cpu_seconds_by_process']}")
 
 
 def main() -> None:
@@ -221,7 +229,7 @@ def main() -> None:
         result = fn(cfg, (args.work / args.phase).resolve())
         (args.work / f"{args.phase}.json").write_text(json.dumps(result))
         return
-    results = [bench(n, args.cpus, args.extra, world_users, args.keep) for n in args.users]
+    results = [bench(n, args.cpus, args.extra, world_users, args.keep, args.core) for n in args.users]
     print_table(results)
     out = HERE / "results" / f"throughput-{args.label}.json"
     out.parent.mkdir(exist_ok=True)
