@@ -218,6 +218,7 @@ def main() -> None:
     ap.add_argument(
         "--label", default="latest", help="results file: benchmarks/results/throughput-LABEL.json"
     )
+    ap.add_argument("--core", type=int, default=0, help="with --cpus 1: the core both phases are pinned to")
     ap.add_argument("--keep", action="store_true", help="keep the run directories under runs/")
     ap.add_argument("--phase", choices=["flower", "bare"], help=argparse.SUPPRESS)
     ap.add_argument("--work", type=Path, help=argparse.SUPPRESS)

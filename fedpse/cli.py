@@ -66,6 +66,13 @@ def _parser() -> argparse.ArgumentParser:
     _add_config_args(sim)
     sim.add_argument("--out", default=None, help="run directory (default: runs/simulate-<date>-<time>)")
     sim.add_argument(
+        "--resume",
+        default=None,
+        metavar="RUN_DIR",
+        help="continue an interrupted run (or the runs of a --modes folder) from its last completed work, "
+        "with its own config.yaml",
+    )
+    sim.add_argument(
         "--modes",
         default=None,
         metavar="MODE,MODE",
@@ -82,6 +89,21 @@ def _parser() -> argparse.ArgumentParser:
     )
     sim.add_argument("--quiet", action="store_true", help="no progress bar")
     sim.add_argument("--verbose", action="store_true", help="show Flower's and Ray's own logs")
+
+    rep = sub.add_parser(
+        "report", help="Markdown + self-contained HTML report with PNG figures from finished run directories"
+    )
+    rep.add_argument(
+        "run_dirs",
+        nargs="+",
+        metavar="RUN_DIR",
+        help="finished run directories (several compare side by side); a `simulate --modes` folder gives its runs",
+    )
+    rep.add_argument(
+        "--out",
+        default=None,
+        help="output folder (default: RUN_DIR/report for one RUN_DIR, runs/report-<date>-<time> for several)",
+    )
 
     cfg = sub.add_parser("config", help="show config keys or the resolved config")
     csub = cfg.add_subparsers(dest="action", required=True)
@@ -196,19 +218,39 @@ def cmd_adapt(args) -> int:
 def cmd_simulate(args) -> int:
     from pathlib import Path
 
-    from fedpse.federation.runner import default_run_dir, simulate_many, summary_table
+    from fedpse.federation.runner import default_run_dir, resume, simulate_many, summary_table
 
-    out = Path(args.out) if args.out else default_run_dir()
-    if args.modes:
-        modes = [m.strip() for m in args.modes.split(",") if m.strip()]
-        runs = [(load_config(args.config, [*args.overrides, f"federation.mode={m}"]), out / m) for m in modes]
+    if args.resume:
+        if args.out or args.modes:
+            raise ConfigError("--resume RUN_DIR continues a run where it was: leave out --out and --modes")
+        summaries = resume(
+            args.resume, args.config, args.overrides, progress=not args.quiet, verbose=args.verbose
+        )
     else:
-        runs = [(load_config(args.config, args.overrides), out)]
-    summaries = simulate_many(runs, progress=not args.quiet, verbose=args.verbose)
+        out = Path(args.out) if args.out else default_run_dir()
+        if args.modes:
+            modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+            runs = [
+                (load_config(args.config, [*args.overrides, f"federation.mode={m}"]), out / m) for m in modes
+            ]
+        else:
+            runs = [(load_config(args.config, args.overrides), out)]
+        summaries = simulate_many(runs, progress=not args.quiet, verbose=args.verbose)
     print(summary_table(summaries))
     for s in summaries:
         failed = f"; failed users: {', '.join(s['users_failed'])}" if s["users_failed"] else ""
         print(f"{s['mode']}: {s['run_dir']}{failed}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from fedpse.results.report import build_report
+
+    report = build_report(args.run_dirs, args.out)
+    print(f"report of {len(report.runs)} run(s) ({', '.join(report.runs)}):")
+    print(
+        f"  {report.markdown}\n  {report.html}\n  {report.out_dir / 'figures'}/ ({len(report.figures)} PNG)"
+    )
     return 0
 
 
@@ -232,6 +274,7 @@ def main(argv: list[str] | None = None) -> int:
         "pretrain": cmd_pretrain,
         "adapt": cmd_adapt,
         "simulate": cmd_simulate,
+        "report": cmd_report,
         "config": cmd_config,
     }
     try:

@@ -188,10 +188,113 @@ FEDERATION_MODES = [
 
 
 @dataclass
+class DevicesConfig:
+    availability: str = _f(
+        "always",
+        "when a device may take part: always, or only inside a daily charging window (plugged in / idle)",
+        choices=["always", "charging"],
+    )
+    reference_macs_per_s: float = _f(
+        2e9, "training/inference throughput (MAC/s) of a reference device (speed factor 1)", min=1.0
+    )
+    speed_sigma: float = _f(
+        0.5,
+        "log-normal sigma of each device's speed factor around the reference device (0 = all equal)",
+        min=0.0,
+        max=3.0,
+    )
+    uplink_mbps: list[float] = _f(
+        [1.0, 20.0], "device uplink range [low, high] Mbit/s (log-uniform per user)", min=0.001
+    )
+    downlink_mbps: list[float] = _f(
+        [5.0, 100.0], "device downlink range [low, high] Mbit/s (log-uniform per user)", min=0.001
+    )
+    server_macs_per_s: float = _f(
+        1e11, "server throughput (MAC/s) for its work in a user's round (teacher, cloud fine-tuning)", min=1.0
+    )
+    charging_start_hour: float = _f(
+        22.0, "mean hour of day a charging window opens (availability=charging)", min=0.0, max=24.0
+    )
+    charging_start_jitter_hours: float = _f(
+        1.5, "std of each user's habitual window start around charging_start_hour", min=0.0, max=12.0
+    )
+    charging_daily_jitter_hours: float = _f(
+        0.5, "std of a window's start from day to day around the user's habitual start", min=0.0, max=6.0
+    )
+    charging_hours: list[float] = _f(
+        [5.0, 9.0],
+        "range [low, high] of each user's window length in hours (uniform per user)",
+        min=0.1,
+        max=24.0,
+    )
+    start_hour: float = _f(
+        22.0, "simulated hour of day (day 0) at which round 1 is scheduled", min=0.0, max=24.0
+    )
+    round_interval_hours: float = _f(
+        1.0,
+        "simulated time between scheduled round starts (a round starts late if the previous one ran over)",
+        min=0.0,
+    )
+
+
+@dataclass
+class FaultsConfig:
+    crash_probability: float = _f(
+        0.0,
+        "chance a selected device crashes at the start of its round (drawn per user and round)",
+        min=0.0,
+        max=1.0,
+    )
+    dropout_probability: float = _f(
+        0.0,
+        "chance a selected device drops out mid-round: after its upload, on receiving the training message",
+        min=0.0,
+        max=1.0,
+    )
+    straggler_probability: float = _f(
+        0.0,
+        "chance a selected device is a straggler that round (computes straggler_slowdown times slower)",
+        min=0.0,
+        max=1.0,
+    )
+    straggler_slowdown: float = _f(10.0, "compute slowdown of a straggler", min=1.0)
+    round_deadline_s: float = _f(
+        0.0,
+        "simulated seconds a round waits for a device; a slower user's update is discarded (0 = no deadline)",
+        min=0.0,
+    )
+    seed: int | None = _f(None, "seed of the fault draws (null = the master seed): other faults, same world")
+
+
+@dataclass
+class FedAvgConfig:
+    inner_mode: str = _f(
+        "teacher_weights",
+        "fedavg_generic: delivery mode of the personalization rounds before the deltas are aggregated",
+        choices=["pseudo_targets", "teacher_weights", "cloud_student"],
+    )
+    aggregator: str = _f(
+        "fedavg",
+        "Flower strategy folding the deltas into the new generic student",
+        choices=["fedavg", "fedadam"],
+    )
+    server_lr: float = _f(
+        1.0,
+        "fedavg: scale of the averaged delta; fedadam: its eta (one Adam step, keep it small, e.g. 1e-3)",
+        min=0.0,
+    )
+    aggregation_group: int = _f(32, "deltas averaged per group (bounds server memory)", min=1)
+    holdout_users: int = _f(
+        0, "cold-start users scored: world users outside the run (0 = all of them)", min=0
+    )
+
+
+@dataclass
 class FederationConfig:
     mode: str = _f(
         "pseudo_targets",
-        "delivery mode: how the teacher's knowledge reaches each device (fedavg_generic: not yet implemented)",
+        "delivery mode: how the teacher's knowledge reaches each device "
+        "(fedavg_generic: personalize, then aggregate a new generic student)",
         choices=FEDERATION_MODES,
     )
     num_rounds: int = _f(2, "rounds; each round the selected users' next adaptation chunks arrive", min=1)
@@ -242,6 +345,11 @@ class FederationConfig:
     ray_tmpdir: str | None = _f(
         None, "Ray temp/session folder (null = <run dir>/ray, or a short /tmp path if that is too long)"
     )
+    cache_dir: str | None = _f(
+        "~/.cache/fedpse/results",
+        "reuse teacher outputs and baseline scores computed by earlier runs (keyed by model weights and audio "
+        "content; costs are still charged to the ledger); null = compute everything every run",
+    )
     server_threads: int = _f(
         1, "torch threads for server-side work (teacher, cloud fine-tuning, scoring)", min=1
     )
@@ -252,6 +360,9 @@ class FederationConfig:
         8, "users whose round is in progress at once (bounds queued payloads; raise with many actors)", min=1
     )
     fail_users: list[str] = _f([], "fault injection: these users' devices raise on every training message")
+    devices: DevicesConfig = _sub(DevicesConfig)
+    faults: FaultsConfig = _sub(FaultsConfig)
+    fedavg: FedAvgConfig = _sub(FedAvgConfig)
 
 
 @dataclass
@@ -266,7 +377,14 @@ class Config:
 
 
 # ------------------------------------------------------------------------------------------------ validation
-_RANGE_PAIRS = {"world.snr_db", "world.room.rt60_s", "pretrain.snr_db"}
+_RANGE_PAIRS = {
+    "world.snr_db",
+    "world.room.rt60_s",
+    "pretrain.snr_db",
+    "federation.devices.uplink_mbps",
+    "federation.devices.downlink_mbps",
+    "federation.devices.charging_hours",
+}
 
 
 def _type_name(tp: Any) -> str:

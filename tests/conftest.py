@@ -23,7 +23,14 @@ TINY_WORLD = [
 
 
 def tiny_config(cache_dir, *extra: str):
-    return load_config(overrides=[*TINY_WORLD, f"world.cache_dir={cache_dir}", *extra])
+    return load_config(
+        overrides=[
+            *TINY_WORLD,
+            f"world.cache_dir={cache_dir}",
+            f"federation.cache_dir={cache_dir}/results",  # never the user's own result cache
+            *extra,
+        ]
+    )
 
 
 @pytest.fixture(scope="session")

@@ -140,6 +140,7 @@ def test_every_delivery_mode_is_a_registered_strategy_class():
         "cloud_student",
         "generic",
         "oracle_clean",
+        "fedavg_generic",
     }
     with pytest.raises(ConfigError, match="unknown delivery mode"):
         strategy_class("carrier_pigeon")
@@ -192,10 +193,10 @@ def test_summary_table_prints_one_line_per_run():
 
 
 # ---------------------------------------------------------------------------------------------- bad input
-def test_unknown_and_unimplemented_modes_are_config_errors(tiny_world):
+def test_unknown_modes_and_impossible_mode_settings_are_config_errors(tiny_world):
     with pytest.raises(ConfigError, match="federation.mode: expected one of"):
         tiny_run_config(tiny_world, "federation.mode=carrier_pigeon")
-    with pytest.raises(ConfigError, match="fedavg_generic.*not implemented in this version"):
+    with pytest.raises(ConfigError, match="fedavg_generic.*never took part.*federation.num_users below"):
         check_federation(tiny_run_config(tiny_world, "federation.mode=fedavg_generic"))
     onnx = tiny_run_config(
         tiny_world, "federation.mode=teacher_weights", "teacher.arch=onnx", "teacher.onnx.path=x"
@@ -247,7 +248,7 @@ def test_cli_simulate_reports_bad_input_without_a_traceback(tiny_world, tmp_path
         ]
     )
     assert code == 2
-    assert "not implemented in this version" in capsys.readouterr().err
+    assert "users who never took part" in capsys.readouterr().err
 
 
 def test_several_runs_are_all_checked_before_any_run_directory_is_created(tiny_world, tmp_path):
@@ -255,6 +256,6 @@ def test_several_runs_are_all_checked_before_any_run_directory_is_created(tiny_w
         (tiny_run_config(tiny_world), tmp_path / "a"),
         (tiny_run_config(tiny_world, "federation.mode=fedavg_generic"), tmp_path / "b"),
     ]
-    with pytest.raises(ConfigError, match="not implemented"):
+    with pytest.raises(ConfigError, match="never took part"):
         simulate_many(runs, progress=False)
     assert not (tmp_path / "a").exists()

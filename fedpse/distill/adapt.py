@@ -55,8 +55,12 @@ def enhance(model: nn.Module, chunks: list[np.ndarray], max_batch: int = 8) -> l
 
 
 def pseudo_targets(teacher: nn.Module, chunks: list[np.ndarray]) -> list[np.ndarray]:
-    """The teacher's outputs for a user's unlabeled chunks (no gradients)."""
-    return enhance(teacher, chunks)
+    """The teacher's outputs for a user's unlabeled chunks (no gradients).
+
+    One chunk at a time: a batched forward pass rounds differently with each batch size (~1e-8), so a chunk's
+    pseudo-target would depend on which other chunks shared its batch; computed alone, it is a function of the
+    chunk only, which keeps cached targets, resumed runs and the bare benchmark loop bit-identical."""
+    return enhance(teacher, chunks, max_batch=1)
 
 
 def select_trainable(student: nn.Module, layers: str) -> list[nn.Parameter]:

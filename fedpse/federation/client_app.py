@@ -7,6 +7,7 @@ Message types it answers (the server's strategies decide which it sends):
 - ``train.adapt``   -> fine-tune the persistent student with ``distill.adapt`` on pseudo-targets that arrived in the
   message (pseudo_targets) or that the device computes with its cached teacher (teacher_weights)
 - ``train.install`` -> replace the student with weights from the server (cloud_student, oracle_clean)
+- ``train.share``   -> the student's weight delta from the generic student (fedavg_generic, after the last round)
 
 Every request carries a ``task`` ConfigRecord with the run directory (where the device finds the run's config and
 its own storage), the user id it is meant for and the round. Replies carry a ``device`` MetricRecord: wall time,
@@ -25,13 +26,15 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, 
 from flwr.clientapp import ClientApp
 
 from fedpse.audio.io import SAMPLE_RATE
-from fedpse.distill.adapt import adapt, pseudo_targets
-from fedpse.federation.device import Device
+from fedpse.distill.adapt import adapt
+from fedpse.distill.cache import ResultCache, model_key
+from fedpse.federation.device import Device, generic_student
 from fedpse.federation.payloads import (
     content_bytes,
     decode_targets,
     decode_weights,
     encode_audio,
+    encode_weights,
 )
 from fedpse.federation.plan import RunPlan
 from fedpse.models.macs import forward_macs
@@ -68,6 +71,8 @@ def _device(message: Message, context: Context) -> Device:
         raise RuntimeError(f"message for user {task['user']} reached the device of {user}")
     if user in plan.cfg.federation.fail_users:
         raise RuntimeError(f"injected device failure on {user} (federation.fail_users)")
+    # federation.faults: an injected crash (any message of the round) or dropout (its training message)
+    plan.fleet.inject(user, int(task["round"]), message.metadata.message_type)
     return Device(plan, user)
 
 
@@ -121,7 +126,8 @@ def adapt_student(message: Message, context: Context) -> Message:
     if missing and task.get("targets_from") == "device_teacher":
         teacher = device.teacher()
         noisy = [device.audio.chunk(n) for n in missing]
-        device.store_targets(dict(zip(missing, pseudo_targets(teacher, noisy), strict=True)))
+        outputs = ResultCache(device.plan.cfg.federation.cache_dir).targets(teacher, model_key(teacher), noisy)
+        device.store_targets(dict(zip(missing, outputs, strict=True)))
         teacher_macs = forward_macs(teacher, sum(len(x) for x in noisy) / SAMPLE_RATE)
     noisy = [device.audio.chunk(n) for n in train_on]
     student = device.student()
@@ -153,3 +159,16 @@ def install(message: Message, context: Context) -> Message:
     record: ArrayRecord = message.content["student"]
     device.install_student(decode_weights(record), int(message.content["task"]["round"]))
     return _reply(message, started)
+
+
+@app.train("share")
+def share(message: Message, context: Context) -> Message:
+    """Send the student's weight delta from the generic student (fedavg_generic), at the requested precision."""
+    started = time.perf_counter()
+    device = _device(message, context)
+    if not device.student_path.is_file():
+        raise RuntimeError(f"device {device.user_id}: asked to share a delta before its student ever adapted")
+    student, generic = device.student().state_dict(), generic_student(device.plan).state_dict()
+    delta = {k: student[k] - generic[k] for k in generic if generic[k].is_floating_point()}
+    record = encode_weights(delta, str(message.content["task"]["precision"]))
+    return _reply(message, started, {"delta": record})

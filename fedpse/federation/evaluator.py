@@ -2,13 +2,12 @@
 
 It owns the clean references (nothing it reads is ever put in a message) and reads a device's student from the
 device's storage as a simulation-only observer (not a message, not in the ledger). Scores of models that do not
-change during a run (noisy mixture, generic student, teacher) are computed once per user and cached in-process,
-keyed by world, model weights and user, so runs sharing a process (``simulate_many``) reuse them.
+change during a run (noisy mixture, generic student, teacher) are computed once per user and kept in-process and in
+the result cache (``federation.cache_dir``, see ``distill/cache.py``), keyed by world, user and model weights, so
+later runs of a sweep reuse them.
 """
 
 from __future__ import annotations
-
-import hashlib
 
 import numpy as np
 import torch
@@ -16,19 +15,11 @@ from torch import nn
 
 from fedpse.audio.metrics import pesq_wb, si_sdr, stoi
 from fedpse.distill.adapt import enhance
+from fedpse.distill.cache import ResultCache, model_key
 from fedpse.federation.device import Device, generic_student
 from fedpse.federation.plan import RunPlan
 
-_BASELINES: dict[tuple, dict[str, float]] = {}
-
-
-def fingerprint(model: nn.Module) -> str:
-    """Hash of a model's weights (same weights => same scores)."""
-    digest = hashlib.sha1()
-    for name, tensor in sorted(model.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()
+_BASELINES: dict[str, dict[str, float]] = {}
 
 
 class Evaluator:
@@ -39,7 +30,8 @@ class Evaluator:
         self.pesq_stoi = plan.cfg.federation.pesq_stoi
         self._generic = generic_student(plan)
         self._teacher: nn.Module | None = None
-        self._keys = {"generic": fingerprint(self._generic)}
+        self._keys = {"generic": model_key(self._generic)}
+        self.cache = ResultCache(plan.cfg.federation.cache_dir)
         self._test_set: tuple[str | None, list] = (None, [])
 
     @property
@@ -50,10 +42,7 @@ class Evaluator:
     def teacher(self) -> nn.Module:
         if self._teacher is None:
             self._teacher = self.plan.teacher()
-            onnx = self.plan.cfg.teacher.arch == "onnx"
-            self._keys["teacher"] = (
-                f"onnx:{self.plan.cfg.teacher.onnx.path}" if onnx else fingerprint(self._teacher)
-            )
+            self._keys["teacher"] = model_key(self._teacher)
         return self._teacher
 
     def test_set(self, user: str) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -75,15 +64,25 @@ class Evaluator:
     def baseline(self, user: str) -> dict[str, float]:
         """Noisy, generic-student and teacher scores of ``user`` (cached)."""
         teacher = self.teacher
-        key = (self.plan.world.root.name, user, self._keys["generic"], self._keys["teacher"], self.pesq_stoi)
+        key = ":".join(
+            [self.plan.world.manifest["key"], user, self._keys["generic"], self._keys["teacher"], str(self.pesq_stoi)]
+        )
         if key not in _BASELINES:
-            test_set = self.test_set(user)
-            with torch.inference_mode():
-                scores = {"si_sdr_noisy": float(np.mean([si_sdr(x, y) for x, y in test_set]))}
-                scores.update(self._scores(self._generic, user, "generic"))
-                scores.update(self._scores(teacher, user, "teacher"))
-            _BASELINES[key] = scores
+            _BASELINES[key] = self.cache.scores(key, lambda: self._baseline(user, teacher))
         return dict(_BASELINES[key])
+
+    def _baseline(self, user: str, teacher: nn.Module) -> dict[str, float]:
+        test_set = self.test_set(user)
+        with torch.inference_mode():
+            scores = {"si_sdr_noisy": float(np.mean([si_sdr(x, y) for x, y in test_set]))}
+            scores.update(self._scores(self._generic, user, "generic"))
+            scores.update(self._scores(teacher, user, "teacher"))
+        return scores
+
+    def score(self, model: nn.Module, user: str, name: str) -> dict[str, float]:
+        """``si_sdr_<name>`` (and PESQ/STOI when enabled) of ``model`` on ``user``'s test set."""
+        with torch.inference_mode():
+            return self._scores(model, user, name)
 
     def personalized(self, user: str, model: nn.Module | None = None) -> dict[str, float]:
         """Scores of the student the user's device holds now (or of ``model``, e.g. in the bare benchmark loop)."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import zlib
+from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
 
@@ -16,11 +17,19 @@ import numpy as np
 from torch import nn
 
 from fedpse.config import AdaptConfig, Config, ConfigError, load_config
+from fedpse.federation.devices import Fleet
 from fedpse.models.checkpoints import load_checkpoint, save_checkpoint
 from fedpse.models.zoo import load_student, load_teacher
 from fedpse.world.cache import World
 
-IMPLEMENTED_MODES = ("pseudo_targets", "teacher_weights", "cloud_student", "generic", "oracle_clean")
+IMPLEMENTED_MODES = (
+    "pseudo_targets",
+    "teacher_weights",
+    "cloud_student",
+    "generic",
+    "oracle_clean",
+    "fedavg_generic",
+)
 
 
 def check_federation(cfg: Config) -> None:
@@ -31,7 +40,13 @@ def check_federation(cfg: Config) -> None:
             f"federation.mode={fed.mode!r} is not implemented in this version; "
             f"expected one of {list(IMPLEMENTED_MODES)}"
         )
-    if fed.mode == "teacher_weights" and cfg.teacher.arch == "onnx":
+    inner = fed.fedavg.inner_mode if fed.mode == "fedavg_generic" else fed.mode
+    if fed.mode == "fedavg_generic" and fed.num_users in (0, cfg.world.num_users):
+        raise ConfigError(
+            "federation.mode='fedavg_generic' scores the federated generic student on users who never took part: "
+            f"set federation.num_users below world.num_users={cfg.world.num_users} (got {fed.num_users or 'all'})"
+        )
+    if inner == "teacher_weights" and cfg.teacher.arch == "onnx":
         raise ConfigError(
             "federation.mode='teacher_weights' ships the teacher's weights to devices; "
             "an ONNX teacher (teacher.arch='onnx') has none: use a gru/convtasnet teacher or another mode"
@@ -54,6 +69,11 @@ class RunPlan:
     @cached_property
     def world(self) -> World:
         return World.open(self.cfg)
+
+    @cached_property
+    def fleet(self) -> Fleet:
+        """The run's devices: profiles, availability windows, simulated times and injected faults."""
+        return Fleet(self.cfg)
 
     @cached_property
     def users(self) -> list[str]:
@@ -141,9 +161,46 @@ class RunPlan:
         return self.run_dir / "server" / user_id
 
 
+@dataclasses.dataclass
+class Selection:
+    """Who takes part in a round: ``selected`` (sorted), of whom ``retried`` were picked first as retries."""
+
+    selected: list[str]
+    retried: list[str]
+
+
+def cohort_size(num_users: int, fraction: float) -> int:
+    """Users the server wants per round: ``fraction`` of all the run's users, at least one."""
+    return min(num_users, max(1, round(fraction * num_users)))
+
+
+def select_round(
+    users: list[str],
+    fraction: float,
+    seed: int,
+    round_number: int,
+    eligible: list[str] | None = None,
+    retry: Sequence[str] = (),
+) -> Selection:
+    """The users of round ``round_number``.
+
+    The server wants ``cohort_size(len(users), fraction)`` users and can only have eligible ones (devices inside
+    their availability window; all when ``eligible`` is None). Users to ``retry`` (their last round failed), in the
+    order given, fill the cohort first if eligible; the rest is a seeded draw over the remaining eligible user ids.
+    With everyone eligible and nothing to retry this is exactly ``select_users``.
+    """
+    ordered = sorted(users)
+    pool = ordered if eligible is None else sorted(set(eligible) & set(ordered))
+    k = min(len(pool), cohort_size(len(ordered), fraction))
+    in_pool = set(pool)
+    retried = [u for u in retry if u in in_pool][:k]
+    taken = set(retried)
+    rest = [u for u in pool if u not in taken]
+    rng = np.random.default_rng([seed, 0x5E1EC7, round_number])
+    drawn = [rest[i] for i in rng.choice(len(rest), size=k - len(retried), replace=False)] if rest else []
+    return Selection(sorted(retried + drawn), retried)
+
+
 def select_users(users: list[str], fraction: float, seed: int, round_number: int) -> list[str]:
     """Users taking part in ``round_number``: a seeded draw over user ids (not Flower's node sampling)."""
-    ordered = sorted(users)
-    k = min(len(ordered), max(1, round(fraction * len(ordered))))
-    rng = np.random.default_rng([seed, 0x5E1EC7, round_number])
-    return sorted(ordered[i] for i in rng.choice(len(ordered), size=k, replace=False))
+    return select_round(users, fraction, seed, round_number).selected

@@ -19,11 +19,11 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from fedpse.config import Config, FederationConfig, load_config
+from fedpse.config import Config, ConfigError, FederationConfig, config_to_dict, load_config
 from fedpse.federation.ledger import Observer
 from fedpse.federation.plan import RunPlan, check_federation
 from fedpse.models.zoo import load_student, load_teacher
-from fedpse.results.store import RunStore
+from fedpse.results.store import TABLES, RunDirError, RunStore
 from fedpse.world.cache import World, build_world, world_dir
 
 # Ray's unix sockets live under <tmp>/ray/session_<date>_<pid>/sockets/...; AF_UNIX paths max out at 107 bytes.
@@ -224,6 +224,14 @@ def simulate_many(
         raise ValueError(f"each run needs its own run directory, got {[str(d) for d in dirs]}")
     for plan in plans:  # only once every run has passed its checks
         create(plan)
+    return run_plans(plans, progress, observers, verbose)
+
+
+def run_plans(
+    plans: list[RunPlan], progress: bool = True, observers: tuple[Observer, ...] = (), verbose: bool = False
+) -> list[dict]:
+    """Run prepared (new or resumed) run directories one after another in one Flower simulation."""
+    dirs = [p.run_dir for p in plans]
     fed = plans[0].cfg.federation
     summaries: list[dict] = []
     from flwr.simulation import run_simulation
@@ -265,6 +273,100 @@ def simulate(
 ) -> dict:
     """Run one federated simulation of ``cfg`` into ``run_dir``; return its summary (also in summary.json)."""
     return simulate_many([(cfg, run_dir)], progress, observers, verbose)[0]
+
+
+# ------------------------------------------------------------------------------------------- resuming
+# Keys that say how a run is executed (where, on what resources), not what it computes: ``--resume`` may change
+# them (e.g. continue on a Ray cluster). Any other difference from the run's config.yaml is refused.
+EXECUTION_KEYS = (
+    "world.workers",
+    "federation.num_cpus",
+    "federation.num_gpus",
+    "federation.ray_address",
+    "federation.ray_num_cpus",
+    "federation.ray_object_store_mb",
+    "federation.ray_tmpdir",
+    "federation.reply_timeout_s",
+    "federation.max_in_flight",
+)
+
+
+def _flat(data: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in data.items():
+        dotted = f"{prefix}.{key}" if prefix else key
+        out.update(_flat(value, dotted) if isinstance(value, dict) else {dotted: value})
+    return out
+
+
+def resume_dirs(run_dir: str | Path) -> list[Path]:
+    """The run directories ``--resume RUN_DIR`` continues: RUN_DIR, or each run of a ``--modes`` folder."""
+    run_dir = Path(run_dir).expanduser().resolve()
+    if (run_dir / "config.yaml").is_file():
+        return [run_dir]
+    runs = sorted(d for d in run_dir.iterdir() if (d / "config.yaml").is_file()) if run_dir.is_dir() else []
+    if not runs:
+        raise RunDirError(
+            f"{run_dir / 'config.yaml'}: not found; --resume expects a run directory written by "
+            "`fedpse simulate` (or a --modes folder of them)"
+        )
+    return runs
+
+
+def resumable(
+    run_dir: Path, config: str | Path | None = None, overrides: list[str] = (), progress: bool = False
+) -> RunPlan:
+    """The plan of an interrupted run, from its own config.yaml. ``config`` / ``overrides`` may only repeat it,
+    or change ``EXECUTION_KEYS``."""
+    cfg = load_config(run_dir / "config.yaml")
+    if config is not None or overrides:
+        given = load_config(config or run_dir / "config.yaml", overrides)
+        ran, now = _flat(config_to_dict(cfg)), _flat(config_to_dict(given))
+        changed = [k for k in ran if ran[k] != now[k] and k not in EXECUTION_KEYS]
+        if changed:
+            detail = "; ".join(f"{k}: run has {ran[k]!r}, given {now[k]!r}" for k in changed[:5])
+            raise ConfigError(
+                f"--resume continues {run_dir} with its own config.yaml; the given config changes {detail} "
+                f"(only {', '.join(EXECUTION_KEYS)} may change on resume)"
+            )
+        cfg = given
+    check_federation(cfg)
+    for table in TABLES:  # readable, and written by this version (before Ray starts)
+        RunStore(run_dir).read_table(table)
+    if cfg.federation.ray_address:
+        probe_cluster(cfg.federation.ray_address)
+    open_world(cfg, progress)
+    plan = RunPlan(cfg, run_dir)
+    _ = plan.users
+    if not (
+        plan.generic_student_path.is_file() and (plan.teacher_path.is_file() or cfg.teacher.arch == "onnx")
+    ):
+        plan.freeze_models()  # killed while the run directory was being created (deterministic: seeded)
+    return plan
+
+
+def resume(
+    run_dir: str | Path,
+    config: str | Path | None = None,
+    overrides: list[str] = (),
+    progress: bool = True,
+    observers: tuple[Observer, ...] = (),
+    verbose: bool = False,
+) -> list[dict]:
+    """Continue the interrupted run(s) in ``run_dir`` from their last committed work; return their summaries.
+
+    A run killed at any point (even ``kill -9``) ends up with exactly the rows an uninterrupted run would have
+    written, apart from ``store.TIMING_COLUMNS`` (see ``server_app.Federation``). Finished runs are left alone.
+    """
+    dirs = resume_dirs(run_dir)
+    todo = [d for d in dirs if not RunStore(d).finished]
+    if not todo:
+        raise RunDirError(
+            f"{Path(run_dir)}: already finished (summary.json is written); nothing to resume "
+            "(`fedpse report` reads it)"
+        )
+    plans = [resumable(d, config, overrides, progress) for d in todo]
+    return run_plans(plans, progress, observers, verbose)
 
 
 # ------------------------------------------------------------------------------------------- printing

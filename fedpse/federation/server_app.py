@@ -21,35 +21,64 @@ from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.serverapp import Grid, ServerApp
 
 from fedpse.distill.adapt import gap_closure
+from fedpse.federation.device import RoundUndo
 from fedpse.federation.evaluator import Evaluator
-from fedpse.federation.ledger import Ledger, Observer
-from fedpse.federation.plan import RunPlan, select_users
+from fedpse.federation.ledger import Ledger, Observer, stored
+from fedpse.federation.plan import RunPlan, cohort_size, select_round
 from fedpse.federation.strategies import strategy_class
 from fedpse.federation.strategies.base import Outcome, ServerSide, UserRound, drive
 from fedpse.models.macs import count_params
-from fedpse.results.store import EVALUATION_COLUMNS, USER_COLUMNS, RunStore
+from fedpse.results.store import EVALUATION_COLUMNS, USER_COLUMNS, RunDirError, RunStore
 
 
 class RegistrationError(ValueError):
     """The simulated devices do not match the run's users (too few nodes, duplicates, a failed hello)."""
 
 
+SCORE_KEYS = [c for c in EVALUATION_COLUMNS if c.startswith(("si_sdr_", "pesq_", "stoi_"))]
+
+
 @dataclasses.dataclass
 class UserState:
     """The server's running account of one user (bounded: numbers and chunk names only)."""
 
+    rounds_available: int = 0  # rounds whose start found the user's device inside its availability window
     rounds_selected: int = 0
     rounds_completed: int = 0
+    rounds_failed: int = 0
+    retries: int = 0  # selections that retried a failed round
+    failed_streak: int = 0  # failed rounds since the last completed one (> 0: to be retried first)
+    streak_since: int = 0  # the round the current streak of failures began
     last_ok: bool = True
     error: str = ""
     delivered: list[str] = dataclasses.field(default_factory=list)  # chunks whose round completed
     used_seconds: float = 0.0  # distinct adaptation audio the student has been trained on
     adapt_steps: int = 0
-    scores: dict[str, float] = dataclasses.field(default_factory=dict)
+    scores: dict[str, float] = dataclasses.field(default_factory=dict)  # of the last completed round
+    scored_round: int | None = None
+    sim_seconds: float = 0.0  # the device's simulated time in all its rounds
 
 
-def register_devices(grid: Grid, plan: RunPlan, ledger: Ledger, timeout_s: float = 300.0) -> dict[str, int]:
-    """Wait until every device has registered, ask each which user it carries; return user id -> node id."""
+@dataclasses.dataclass
+class History:
+    """What a run directory already holds, as a (resumed) run replays it: committed user rounds only."""
+
+    attempts: dict[int, dict[str, dict]] = dataclasses.field(default_factory=dict)  # round -> user -> row
+    evaluations: dict[tuple[int, str], dict] = dataclasses.field(default_factory=dict)
+    rounds: dict[int, dict] = dataclasses.field(default_factory=dict)
+    ledger: list[dict] = dataclasses.field(default_factory=list)
+
+    @property
+    def registered(self) -> bool:
+        """Registration completed before anything else did, so any committed work means it was recorded whole."""
+        return bool(self.attempts or self.rounds)
+
+
+def register_devices(
+    grid: Grid, plan: RunPlan, ledger: Ledger | None, timeout_s: float = 300.0
+) -> dict[str, int]:
+    """Wait until every device has registered, ask each which user it carries; return user id -> node id.
+    The messages are charged to ``ledger`` (None: a resumed run, whose registration is already recorded)."""
     need = len(plan.users)
     deadline = time.monotonic() + timeout_s
     while len(nodes := sorted(grid.get_node_ids())) < need:
@@ -66,13 +95,16 @@ def register_devices(grid: Grid, plan: RunPlan, ledger: Ledger, timeout_s: float
     }
     replies = list(grid.send_and_receive(list(sent.values()), timeout=timeout_s))
     node_of: dict[str, int] = {}
-    for reply in replies:
+    for reply in sorted(
+        replies, key=lambda m: str(m.content["device"].get("user", "")) if m.has_content() else ""
+    ):
         node = reply.metadata.src_node_id
         if reply.has_error():
             raise RegistrationError(f"device on node {node} failed to register: {reply.error.reason[-300:]}")
         user = str(reply.content["device"].get("user", ""))
         for direction, message in (("down", sent[node]), ("up", reply)):
-            ledger.charge(message, direction=direction, round=0, user=user, node_id=node, kind="control")
+            if ledger is not None:
+                ledger.charge(message, direction=direction, round=0, user=user, node_id=node, kind="control")
         if not user:
             continue  # a spare device (more nodes than users)
         if user in node_of:
@@ -95,8 +127,20 @@ def _mean(values) -> float:
     return float(np.mean(values)) if values else float("nan")
 
 
+def _number(text: str) -> float:
+    return float(text) if text not in ("", None) else float("nan")
+
+
 class Federation:
-    """One run on a ``Grid``: registration, rounds, evaluation, run directory."""
+    """One run on a ``Grid``: registration, rounds, evaluation, run directory.
+
+    The run directory is also the run's memory: ``run()`` first replays whatever the directory holds (nothing for
+    a fresh run; the completed work of a killed one), so a fresh run and a resumed one are the same code. A user's
+    round *commits* when its ``attempts.csv`` row is written (after its evaluation row, if it completed); on resume,
+    ledger and evaluation rows of rounds that did not commit are dropped, their effects on the user's device and
+    server storage are undone (``RoundUndo``) and they run again, so the tables end up with the rows of an
+    uninterrupted run. Selection, the simulated clock and fault draws depend only on committed work and seeds.
+    """
 
     def __init__(
         self, grid: Grid, plan: RunPlan, progress: bool = True, observers: tuple[Observer, ...] = ()
@@ -104,13 +148,25 @@ class Federation:
         self.grid = grid
         self.plan = plan
         self.fed = plan.cfg.federation
+        self.fleet = plan.fleet
         self.store = RunStore(plan.run_dir)
-        self.ledger = Ledger(self.store, observers)
+        self.ledger = Ledger(self.store, observers, timing=self._message_seconds)
         self.strategy = strategy_class(self.fed.mode)(ServerSide(plan))
         self.evaluator = Evaluator(plan)
         self.users = {user: UserState() for user in plan.users}
+        self.node_of: dict[str, int] = {}  # user -> Flower node id, once the devices have registered
+        self.attempt_counts: dict[str, int] = {}
+        self.injected_counts: dict[str, int] = {}
+        self.clock = {"start_s": math.nan, "end_s": 0.0}
         self.progress = progress
         self._bar = None
+        self._round_units: list[dict] = []  # (status, sim seconds, deadline) of the round in progress
+        self._round_wall_start = time.perf_counter()
+
+    def _message_seconds(self, row) -> tuple[float, float, float]:
+        return self.fleet.message_seconds(
+            row.user, row.round, row.direction, row.bytes, row.device_macs, row.server_macs
+        )
 
     # ------------------------------------------------------------------------------------------- the run
     def run(self) -> dict:
@@ -119,13 +175,15 @@ class Federation:
 
         torch.set_num_threads(self.fed.server_threads)
         started = time.perf_counter()
-        node_of = register_devices(self.grid, self.plan, self.ledger)
-        schedule = {
-            r: select_users(self.plan.users, self.fed.fraction, self.plan.cfg.seed, r)
-            for r in range(1, self.fed.num_rounds + 1)
-        }
+        history = self.resume_point()
+        node_of = self.node_of = register_devices(
+            self.grid, self.plan, None if history.registered else self.ledger
+        )
+        self.store.write_table(
+            "devices", [self.fleet.profile(u).row(self.fed.devices) for u in self.plan.users]
+        )
         self._bar = tqdm(
-            total=sum(len(s) for s in schedule.values()),
+            total=self.fed.num_rounds * self._cohort(),
             desc=self.fed.mode,
             unit="user",
             file=sys.stderr,
@@ -133,85 +191,262 @@ class Federation:
             dynamic_ncols=True,
         )
         try:
-            for r, selected in schedule.items():
+            for r in range(1, self.fed.num_rounds + 1):
                 self._bar.set_postfix_str(f"round {r}/{self.fed.num_rounds}")
-                self.round(r, selected, node_of)
+                self.round(r, node_of, history)
         finally:
             self._bar.close()
+        undo_notes = self.plan.run_dir / "undo"
+        if undo_notes.is_dir() and not any(undo_notes.iterdir()):
+            undo_notes.rmdir()
+        finish = getattr(self.strategy, "finish", None)
+        extra = {}
+        if finish is not None:
+            # After the rounds, before users.csv and the summary (e.g. aggregate the students). A resumed run
+            # calls it again: its ledger rows (round > num_rounds, no attempts.csv row) were dropped on resume.
+            extra = finish(self) or {}
         self.store.write_table("users", [self.user_row(u) for u in self.plan.users])
-        summary = self.summary(time.perf_counter() - started)
+        summary = {**self.summary(time.perf_counter() - started), **_finite(extra)}
         self.store.write_summary(summary)
         return summary
 
-    def round(self, r: int, selected: list[str], node_of: dict[str, int]) -> None:
-        started = time.perf_counter()
+    def _cohort(self) -> int:
+        return cohort_size(len(self.plan.users), self.fed.fraction)
+
+    def resume_point(self) -> History:
+        """Read what the run directory holds, keep only committed work (rewriting the tables without the rest),
+        undo the storage effects of user rounds that did not commit, and rebuild the ledger's totals."""
+        store = self.store
+        attempts = store.read_table("attempts")
+        units = {(int(a["round"]), a["user"]) for a in attempts}
+        if len(units) != len(attempts):
+            raise RunDirError(
+                f"{store.path('attempts')}: a (round, user) appears twice; the table is damaged"
+            )
+        history = History(rounds={int(r["round"]): r for r in store.read_table("rounds")})
+        for a in attempts:
+            history.attempts.setdefault(int(a["round"]), {})[a["user"]] = a
+        evaluations = [e for e in store.read_table("evaluations") if (int(e["round"]), e["user"]) in units]
+        history.evaluations = {(int(e["round"]), e["user"]): e for e in evaluations}
+        registered = history.registered
+        history.ledger = [
+            row
+            for row in store.read_table("ledger")
+            if (int(row["round"]), row["user"]) in units or (row["round"] == "0" and registered)
+        ]
+        kept = {"attempts": attempts, "evaluations": evaluations, "ledger": history.ledger}
+        kept["rounds"] = list(history.rounds.values())
+        for table, rows in kept.items():
+            if store.path(table).exists():
+                store.write_table(table, rows)  # without rows of interrupted work (and any line cut short)
+        for user in self.plan.users:
+            undo = RoundUndo(self.plan, user)
+            pending = undo.pending_round()
+            committed = history.attempts.get(pending, {}).get(user) if pending is not None else None
+            if committed is not None and committed["status"] == "ok":
+                undo.commit()
+            else:
+                undo.rollback()
+        self.ledger.restore(history.ledger)
+        restore = getattr(self.strategy, "restore", None)
+        if restore is not None:  # a strategy's in-memory state (e.g. which devices hold the teacher)
+            restore(history.ledger)
+        return history
+
+    def round(self, r: int, node_of: dict[str, int], history: History) -> None:
+        started = self._round_wall_start = time.perf_counter()
+        start_s = self.fleet.round_start_s(r, self.clock["end_s"])
+        if r == 1:
+            self.clock["start_s"] = start_s
+        eligible = [u for u in self.plan.users if self.fleet.available(u, start_s)]
+        for user in eligible:
+            self.users[user].rounds_available += 1
+        retry = sorted(
+            (u for u, s in self.users.items() if s.failed_streak),
+            key=lambda u: (self.users[u].streak_since, u),
+        )
+        selection = select_round(
+            self.plan.users, self.fed.fraction, self.plan.cfg.seed, r, eligible=eligible, retry=retry
+        )
+        self._bar.total += len(selection.selected) - self._cohort()
+        self._bar.refresh()
+        committed = history.attempts.get(r, {})
+        strays = sorted(set(committed) - set(selection.selected))
+        if strays:
+            raise RunDirError(
+                f"{self.store.path('attempts')}: users {strays[:5]} took part in round {r}, which this "
+                "config.yaml does not select; the tables belong to another config"
+            )
+        self._round_units = []
         jobs, idle = [], []
-        for user in selected:
+        for user in selection.selected:
+            job = self.job(user, r)
             state = self.users[user]
             state.rounds_selected += 1
-            available = self.plan.chunks_available(user, r)
-            new = [n for n in available if n not in state.delivered]
-            job = UserRound(user, r, new, available if self.fed.adapt_on == "all" else new)
-            (jobs if job.train_on or not self.strategy.adapts else idle).append(job)
-        outcomes = {}
+            state.retries += 1 if state.failed_streak else 0
+            if user in committed:
+                self.replay(job, committed[user], history.evaluations.get((r, user)))
+            elif job.train_on or not self.strategy.adapts:
+                RoundUndo(self.plan, user).begin(r)
+                jobs.append(job)
+            else:
+                idle.append(job)
         for job in idle:  # nothing new to learn from (adapt_on=new and no new chunks)
-            outcomes[job.user] = Outcome(job.user)
-            self.user_done(job, outcomes[job.user])
-        outcomes.update(
-            drive(
-                self.grid,
-                self.strategy,
-                jobs,
-                node_of,
-                self.ledger,
-                self.fed.reply_timeout_s,
-                self.user_done,
-                max_in_flight=self.fed.max_in_flight,
-            )
+            self.user_done(job, Outcome(job.user), start_s)
+        drive(
+            self.grid,
+            self.strategy,
+            jobs,
+            node_of,
+            self.ledger,
+            self.fed.reply_timeout_s,
+            lambda job, outcome: self.user_done(job, outcome, start_s),
+            max_in_flight=self.fed.max_in_flight,
         )
-        done = [o for o in outcomes.values() if o.ok]
-        costs = self.ledger.by_round[r]
+        units = self._round_units
+        done = sorted(u["user"] for u in units if u["status"] == "ok")
+        sim_round = max((min(u["sim_seconds"], u["deadline_s"]) for u in units), default=0.0)
+        self.clock["end_s"] = start_s + sim_round
+        if r in history.rounds:
+            return  # this round's row was written before the run was resumed
         self.store.append(
             "rounds",
             {
                 "round": r,
-                "chunks_available": _mean(len(self.plan.chunks_available(u, r)) for u in selected),
-                "selected": len(selected),
+                "sim_start_s": start_s,
+                "chunks_available": _mean(len(self.plan.chunks_available(u, r)) for u in selection.selected),
+                "eligible": len(eligible),
+                "selected": len(selection.selected),
+                "retried": len(selection.retried),
                 "completed": len(done),
-                "failed": len(outcomes) - len(done),
+                "failed": len(units) - len(done),
+                "late": sum(u["status"] in ("missed_deadline", "left_window") for u in units),
                 "mean_si_sdr_personalized": _mean(
-                    self.users[o.user].scores.get("si_sdr_personalized") for o in done
+                    self.users[u].scores.get("si_sdr_personalized") for u in done
                 ),
-                "mean_gain_db": _mean(self._gain(self.users[o.user].scores) for o in done),
-                **costs,
+                "mean_gain_db": _mean(self._gain(self.users[u].scores) for u in done),
+                **self.ledger.round_totals(r),
+                "sim_round_seconds": sim_round,
                 "wall_seconds": time.perf_counter() - started,
             },
         )
 
-    def user_done(self, job: UserRound, outcome: Outcome) -> None:
-        """A user's round finished: update the account, score the device's student, record it."""
-        state = self.users[job.user]
-        state.last_ok, state.error = outcome.ok, outcome.error if not outcome.ok else ""
-        if outcome.ok:
-            state.rounds_completed += 1
-            state.adapt_steps += outcome.steps
-            seconds = {s["name"]: s["seconds"] for s in self.plan.world.segments(job.user, "adapt")}
-            if outcome.adapted:
-                trained = set(state.delivered) | set(job.train_on)
-                state.used_seconds = max(state.used_seconds, sum(seconds[n] for n in trained))
-            state.delivered += [n for n in job.new if n not in state.delivered]
-            state.scores = {**self.evaluator.baseline(job.user), **self.evaluator.personalized(job.user)}
+    def job(self, user: str, r: int) -> UserRound:
+        """The user's work in round ``r``: chunks recorded since its last completed round, what to train on."""
+        available = self.plan.chunks_available(user, r)
+        new = [n for n in available if n not in self.users[user].delivered]
+        return UserRound(user, r, new, available if self.fed.adapt_on == "all" else new)
+
+    def user_done(self, job: UserRound, outcome: Outcome, start_s: float) -> None:
+        """A user's round ended: check it against its deadline, score the device's student or undo the round,
+        then commit it (``attempts.csv``) and update the account."""
+        undo = RoundUndo(self.plan, job.user)
+        transfer, device, server = self.ledger.unit_seconds(job.round, job.user)
+        self.ledger.forget_unit(job.round, job.user)
+        sim = stored(transfer + device + server)
+        deadline, binding = self.fleet.deadline_s(job.user, start_s)
+        deadline = stored(deadline) if math.isfinite(deadline) else deadline  # as a resumed run reads it back
+        status, error = ("ok", "") if outcome.ok else ("failed", outcome.error)
+        if outcome.ok and sim > deadline:
+            status = binding
+            error = (
+                f"{binding}: its round took {sim:.1f} simulated s, "
+                f"{'the round deadline' if binding == 'missed_deadline' else 'its availability window'} "
+                f"allowed {deadline:.1f} s; the update is discarded"
+            )
+        scores: dict[str, float] = {}
+        if status == "ok":
+            raw = {**self.evaluator.baseline(job.user), **self.evaluator.personalized(job.user)}
+            scores = {k: stored(v) for k, v in _only(raw, SCORE_KEYS).items()}
             self.store.append(
                 "evaluations",
                 {
                     "round": job.round,
                     "user": job.user,
-                    **_only(state.scores, EVALUATION_COLUMNS),
-                    "gain_db": self._gain(state.scores),
+                    **scores,
+                    "gain_db": self._gain(scores),
                     "adapt_audio_seconds": outcome.adapt_audio_seconds,
                     "steps": outcome.steps,
                 },
             )
+        else:
+            undo.rollback()
+        attempt = {
+            "round": job.round,
+            "user": job.user,
+            "status": status,
+            "error": error,
+            "injected": self.fleet.faults(job.user, job.round).label,
+            "retry": self.users[job.user].failed_streak,
+            "adapted": int(outcome.adapted),
+            "steps": outcome.steps,
+            "adapt_audio_seconds": outcome.adapt_audio_seconds,
+            "sim_start_s": start_s,
+            "sim_seconds": sim,
+            "sim_transfer_s": transfer,
+            "sim_device_s": device,
+            "sim_server_s": server,
+            "deadline_s": deadline if math.isfinite(deadline) else None,
+            "wall_seconds": time.perf_counter() - self._round_wall_start,  # from the round's start
+        }
+        self.store.append("attempts", attempt)  # the commit point of the user's round
+        if status == "ok":
+            undo.commit()
+        self.account(job, attempt, scores)
+
+    def replay(self, job: UserRound, attempt: dict, evaluation: dict | None) -> None:
+        """Account for a user round committed before the run was resumed, from its table rows."""
+        scores = {}
+        if attempt["status"] == "ok":
+            if evaluation is None:
+                raise RunDirError(
+                    f"{self.store.path('evaluations')}: no row for user {job.user} in round {job.round}, "
+                    "whose attempt completed; the table is damaged"
+                )
+            scores = {k: float(evaluation[k]) for k in SCORE_KEYS if evaluation.get(k, "") != ""}
+        parsed = {
+            "status": attempt["status"],
+            "error": attempt["error"],
+            "injected": attempt["injected"],
+            "adapted": int(attempt["adapted"]),
+            "steps": int(attempt["steps"]),
+            "sim_seconds": float(attempt["sim_seconds"]),
+            "deadline_s": _number(attempt["deadline_s"]),
+        }
+        self.account(job, parsed, scores)
+
+    def account(self, job: UserRound, attempt: dict, scores: dict[str, float]) -> None:
+        """Update the user's account with one committed round (live or replayed: the same arithmetic)."""
+        state = self.users[job.user]
+        status = attempt["status"]
+        deadline = attempt["deadline_s"]
+        self._round_units.append(
+            {
+                "user": job.user,
+                "status": status,
+                "sim_seconds": attempt["sim_seconds"],
+                "deadline_s": math.inf if deadline is None or math.isnan(deadline) else deadline,
+            }
+        )
+        self.attempt_counts[status] = self.attempt_counts.get(status, 0) + 1
+        for fault in filter(None, attempt["injected"].split("+")):
+            self.injected_counts[fault] = self.injected_counts.get(fault, 0) + 1
+        state.sim_seconds = stored(state.sim_seconds + attempt["sim_seconds"])
+        if status != "ok":
+            state.last_ok, state.error = False, attempt["error"]
+            state.rounds_failed += 1
+            state.streak_since = state.streak_since if state.failed_streak else job.round
+            state.failed_streak += 1
+        else:
+            state.last_ok, state.error, state.failed_streak = True, "", 0
+            state.rounds_completed += 1
+            state.adapt_steps += attempt["steps"]
+            if attempt["adapted"]:
+                seconds = {s["name"]: s["seconds"] for s in self.plan.world.segments(job.user, "adapt")}
+                trained = set(state.delivered) | set(job.train_on)
+                state.used_seconds = max(state.used_seconds, sum(seconds[n] for n in trained))
+            state.delivered += [n for n in job.new if n not in state.delivered]
+            state.scores, state.scored_round = scores, job.round
         if self._bar is not None:
             self._bar.update(1)
 
@@ -222,19 +457,31 @@ class Federation:
             return float("nan")
         return scores["si_sdr_personalized"] - scores["si_sdr_generic"]
 
+    def status(self, user: str) -> str:
+        """ok | failed (its last round failed; scores, if any, are those of ``scored_round``) | not_selected |
+        unavailable (its device was never inside its availability window at a round's start)."""
+        state = self.users[user]
+        if not state.rounds_selected:
+            return "not_selected" if state.rounds_available else "unavailable"
+        return "ok" if state.last_ok else "failed"
+
     def user_row(self, user: str) -> dict:
         state = self.users[user]
         s = state.scores
-        status = "not_selected" if not state.rounds_selected else ("ok" if state.last_ok else "failed")
         row = {
             "user": user,
-            "status": status,
+            "status": self.status(user),
+            "rounds_available": state.rounds_available,
             "rounds_selected": state.rounds_selected,
             "rounds_completed": state.rounds_completed,
+            "rounds_failed": state.rounds_failed,
+            "retries": state.retries,
+            "scored_round": state.scored_round,
             "audio_minutes_used": state.used_seconds / 60.0,
             "adapt_steps": state.adapt_steps,
+            "sim_seconds": state.sim_seconds,
             "error": state.error,
-            **self.ledger.by_user[user],
+            **self.ledger.user_totals(user),
         }
         if s:
             row.update(_only(s, USER_COLUMNS))
@@ -276,9 +523,18 @@ class Federation:
             "users_ok": sum(r["status"] == "ok" for r in rows),
             "users_failed": [r["user"] for r in rows if r["status"] == "failed"],
             "users_not_selected": sum(r["status"] == "not_selected" for r in rows),
+            "users_unavailable": sum(r["status"] == "unavailable" for r in rows),
             "mean": means,
             "totals": totals,
             "per_user": {k: v / max(len(rows), 1) for k, v in totals.items()},
+            "attempts": dict(sorted(self.attempt_counts.items())),
+            "injected_faults": dict(sorted(self.injected_counts.items())),
+            "sim": {
+                "availability": self.fed.devices.availability,
+                "start_s": self.clock["start_s"],
+                "end_s": self.clock["end_s"],
+                "seconds": self.clock["end_s"] - self.clock["start_s"],
+            },
             "student_params": count_params(student),
             "student_fp32_bytes": 4 * count_params(student),
             "teacher_params": count_params(teacher),

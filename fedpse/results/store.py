@@ -3,19 +3,26 @@
 Layout of ``RUN_DIR/``:
 
     config.yaml        the resolved config (loadable again with ``load_config``)
+    devices.csv        one row per user: its device profile (speed, link rates, availability window)
     ledger.csv         one row per message (appended as it is sent or received)
     evaluations.csv    one row per (round, user) scored by the evaluator (appended as each user is scored)
+    attempts.csv       one row per (round, user) selected: how the user's round ended (appended as it ends; the
+                       row that commits the user's round: a resumed run keeps exactly the work these rows name)
     rounds.csv         one row per finished round
     users.csv          one row per user: final scores and cost totals (written when the run ends)
-    summary.json       run-level totals and means (written when the run ends)
+    summary.json       run-level totals and means (written when the run ends: its presence = a finished run)
 
-Rows are appended and flushed as soon as they exist, so a crashed run keeps everything finished before the crash.
-The column order of each table is fixed here; values that do not apply are left empty.
+Rows are appended and flushed as soon as they exist, so a killed run keeps everything finished before the kill;
+``fedpse simulate --resume`` continues it (see ``server_app.Federation``). The column order of each table is fixed
+here; values that do not apply are left empty. ``TIMING_COLUMNS`` lists, per table, the columns that differ
+between two runs of the same config and seed (wall-clock times, Flower's random node ids); everything else is
+reproducible (row order within a round follows completion order, so compare tables sorted by round and user).
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 from pathlib import Path
@@ -36,6 +43,7 @@ LEDGER_COLUMNS = [
     "codec",
     "device_macs",
     "server_macs",
+    "sim_seconds",
     "wall_seconds",
     "status",
     "error",
@@ -55,12 +63,34 @@ EVALUATION_COLUMNS = [
     "adapt_audio_seconds",
     "steps",
 ]
+ATTEMPT_COLUMNS = [
+    "round",
+    "user",
+    "status",  # ok | failed (device or server error) | missed_deadline | left_window
+    "error",
+    "injected",  # faults drawn for this round of the user (crash, dropout, straggler), '' when none
+    "retry",  # failed rounds of this user right before this one (0 = not a retry)
+    "adapted",
+    "steps",
+    "adapt_audio_seconds",
+    "sim_start_s",
+    "sim_seconds",
+    "sim_transfer_s",
+    "sim_device_s",
+    "sim_server_s",
+    "deadline_s",
+    "wall_seconds",
+]
 ROUND_COLUMNS = [
     "round",
+    "sim_start_s",
     "chunks_available",
+    "eligible",
     "selected",
+    "retried",
     "completed",
     "failed",
+    "late",
     "mean_si_sdr_personalized",
     "mean_gain_db",
     "bytes_up",
@@ -68,13 +98,18 @@ ROUND_COLUMNS = [
     "audio_seconds_exposed",
     "device_macs",
     "server_macs",
+    "sim_round_seconds",
     "wall_seconds",
 ]
 USER_COLUMNS = [
     "user",
     "status",
+    "rounds_available",
     "rounds_selected",
     "rounds_completed",
+    "rounds_failed",
+    "retries",
+    "scored_round",
     "si_sdr_noisy",
     "si_sdr_generic",
     "si_sdr_personalized",
@@ -92,14 +127,46 @@ USER_COLUMNS = [
     "audio_seconds_exposed",
     "device_macs",
     "server_macs",
+    "sim_seconds",
     "adapt_steps",
     "error",
 ]
+DEVICE_COLUMNS = [
+    "user",
+    "speed",
+    "macs_per_s",
+    "uplink_mbps",
+    "downlink_mbps",
+    "availability",
+    "window_start_hour",
+    "window_hours",
+]
+COLD_START_COLUMNS = [
+    "user",
+    "si_sdr_noisy",
+    "si_sdr_generic",
+    "si_sdr_federated",
+    "si_sdr_teacher",
+    "gain_db",
+]
 TABLES = {
+    "devices": DEVICE_COLUMNS,
     "ledger": LEDGER_COLUMNS,
     "evaluations": EVALUATION_COLUMNS,
+    "attempts": ATTEMPT_COLUMNS,
     "rounds": ROUND_COLUMNS,
     "users": USER_COLUMNS,
+    "cold_start": COLD_START_COLUMNS,
+}
+# Columns that differ between two runs of one config and seed (and between a resumed and an uninterrupted run).
+TIMING_COLUMNS = {
+    "devices": [],
+    "ledger": ["node_id", "wall_seconds"],
+    "evaluations": [],
+    "attempts": ["wall_seconds"],
+    "rounds": ["wall_seconds"],
+    "users": [],
+    "cold_start": [],
 }
 
 
@@ -142,6 +209,11 @@ class RunStore:
     def path(self, table: str) -> Path:
         return self.root / f"{table}.csv"
 
+    @property
+    def finished(self) -> bool:
+        """A run is finished once its summary is written (users.csv is written just before it)."""
+        return (self.root / "summary.json").is_file()
+
     def append(self, table: str, row: dict) -> None:
         """Append one row (unknown keys are an error: the columns are the contract)."""
         columns = TABLES[table]
@@ -168,12 +240,23 @@ class RunStore:
         tmp.replace(self.path(table))
 
     def read_table(self, table: str) -> list[dict]:
-        """Rows as dicts of strings (empty list if the table does not exist yet)."""
+        """Rows as dicts of strings (empty list if the table does not exist yet). A last line cut short by a
+        killed writer is not a row and is left out; a header that is not this version's columns is an error."""
         path = self.path(table)
         if not path.exists():
             return []
         with open(path, newline="") as fh:
-            return list(csv.DictReader(fh))
+            text = fh.read()
+        if text and not text.endswith("\n"):
+            text = text[: text.rfind("\n") + 1]
+        rows = list(csv.DictReader(io.StringIO(text, newline="")))
+        header = text.split("\r\n", 1)[0].split("\n", 1)[0]
+        if header and header.split(",") != TABLES[table]:
+            raise RunDirError(
+                f"{path}: its columns are not those this version of fedpse writes ({TABLES[table]}); "
+                "it was written by another version"
+            )
+        return rows
 
     def write_summary(self, summary: dict) -> Path:
         path = self.root / "summary.json"

@@ -18,10 +18,12 @@ from collections.abc import Callable, Generator
 from functools import cached_property
 from typing import ClassVar
 
+import numpy as np
 from flwr.app import ConfigRecord, Message, RecordDict
 from flwr.serverapp import Grid
 from torch import nn
 
+from fedpse.distill.cache import ResultCache, model_key
 from fedpse.federation.ledger import Ledger
 from fedpse.federation.payloads import describe_payload
 from fedpse.federation.plan import RunPlan
@@ -74,6 +76,19 @@ class ServerSide:
     @cached_property
     def teacher(self) -> nn.Module:
         return self.plan.teacher()
+
+    @cached_property
+    def teacher_key(self) -> str:
+        return model_key(self.teacher)
+
+    @cached_property
+    def cache(self) -> ResultCache:
+        return ResultCache(self.plan.cfg.federation.cache_dir)
+
+    def teacher_outputs(self, chunks: list[np.ndarray]) -> list[np.ndarray]:
+        """The teacher's pseudo-targets for ``chunks`` (reused from the result cache when computed before; the
+        caller charges the teacher's MACs either way)."""
+        return self.cache.targets(self.teacher, self.teacher_key, chunks)
 
     def teacher_macs(self, audio_seconds: float) -> float:
         """MACs of running the teacher on ``audio_seconds`` of audio (NaN for an ONNX teacher: not counted)."""

@@ -12,11 +12,17 @@ from flwr.app import Message, RecordDict
 from torch import nn
 
 from fedpse.audio.io import SAMPLE_RATE, load_audio, save_audio
-from fedpse.distill.adapt import AdaptResult, adapt, pseudo_targets
+from fedpse.distill.adapt import AdaptResult, adapt
 from fedpse.federation.device import generic_student
 from fedpse.federation.payloads import decode_audio_record, encode_weights
 from fedpse.federation.plan import RunPlan
-from fedpse.federation.strategies.base import Conversation, DeliveryStrategy, Outcome, Send, UserRound
+from fedpse.federation.strategies.base import (
+    Conversation,
+    DeliveryStrategy,
+    Outcome,
+    Send,
+    UserRound,
+)
 from fedpse.models.checkpoints import load_checkpoint, save_checkpoint
 
 
@@ -88,7 +94,7 @@ class CloudStudent(DeliveryStrategy):
             uploaded = decode_audio_record(upload.content["audio"])
             copy.keep_uploads(uploaded)
             noisy_new = [uploaded[name] for name in job.new]
-            copy.keep_targets(dict(zip(job.new, pseudo_targets(self.server.teacher, noisy_new), strict=True)))
+            copy.keep_targets(dict(zip(job.new, self.server.teacher_outputs(noisy_new), strict=True)))
             server_macs += self.server.teacher_macs(sum(len(x) for x in noisy_new) / SAMPLE_RATE)
         noisy = copy.uploads(job.train_on)
         student, result = copy.fine_tune(noisy, copy.targets(job.train_on), job.round)

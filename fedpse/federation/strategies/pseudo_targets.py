@@ -8,7 +8,6 @@ import time
 from flwr.app import Message, RecordDict
 
 from fedpse.audio.io import SAMPLE_RATE
-from fedpse.distill.adapt import pseudo_targets
 from fedpse.federation.payloads import decode_audio_record, encode_targets
 from fedpse.federation.strategies.base import (
     Conversation,
@@ -38,7 +37,7 @@ class PseudoTargets(DeliveryStrategy):
         started = time.perf_counter()
         uploaded = decode_audio_record(upload.content["audio"])
         noisy = [uploaded[name] for name in job.new]
-        targets = pseudo_targets(self.server.teacher, noisy)
+        targets = self.server.teacher_outputs(noisy)
         content["targets"] = encode_targets(
             dict(zip(job.new, targets, strict=True)), self.fed.targets_precision
         )

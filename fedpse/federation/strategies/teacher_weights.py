@@ -42,3 +42,12 @@ class TeacherWeights(DeliveryStrategy):
         )
         self.devices_with_teacher.add(job.user)
         return record_adaptation(Outcome(job.user), reply)
+
+    def restore(self, ledger_rows: list[dict]) -> None:
+        """A resumed run: the devices that confirmed a teacher download (``ledger.csv`` rows of committed work)."""
+        sent = {(r["round"], r["user"]) for r in ledger_rows if r["kind"] == "teacher_weights"}
+        self.devices_with_teacher = {
+            r["user"]
+            for r in ledger_rows
+            if r["direction"] == "up" and r["status"] == "ok" and (r["round"], r["user"]) in sent
+        }
