@@ -1,0 +1,143 @@
+"""What the studies in ``simulations/`` share: presets, the output folder, errors, Markdown tables, memory sampling.
+
+The study scripts run as ``python simulations/<study>.py`` (this folder is then first on ``sys.path``); tests import
+them after putting this folder on ``sys.path``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import sys
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+HERE = Path(__file__).resolve().parent
+CONFIG_DIR = HERE / "configs"
+RESULTS_DIR = HERE / "results"
+REPO = HERE.parent
+
+
+class StudyError(ValueError):
+    """A problem the user can fix (bad argument, missing checkpoint, unusable --out); printed as one line."""
+
+
+def run_main(prog: str, main: Callable[[list[str] | None], Any], argv: list[str] | None = None) -> None:
+    """Call ``main(argv)``; a ``StudyError`` or fedpse ``ConfigError``/``WorldError`` ends as one line on stderr."""
+    from fedpse.config import ConfigError
+    from fedpse.world.cache import WorldError
+
+    try:
+        main(argv)
+    except (StudyError, ConfigError, WorldError) as err:
+        sys.exit(f"{prog}: error: {err}")
+
+
+# ------------------------------------------------------------------------------------------------ presets
+def load_preset(study: str, quick: bool, path: str | Path | None = None) -> dict:
+    """The ``full`` or ``quick`` block of ``configs/<study>.yaml`` (or of the YAML file at ``path``)."""
+    path = Path(path) if path else CONFIG_DIR / f"{study}.yaml"
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as err:
+        raise StudyError(f"--config {path}: cannot read it ({err.strerror})") from None
+    except yaml.YAMLError as err:
+        raise StudyError(f"--config {path}: not valid YAML ({err})") from None
+    name = "quick" if quick else "full"
+    if not isinstance(data, dict) or not isinstance(data.get(name), dict):
+        raise StudyError(f"--config {path}: expected a mapping with a '{name}' block")
+    return dict(data[name])
+
+
+# ------------------------------------------------------------------------------------------------ output folder
+def prepare_out(out: str | Path) -> Path:
+    """Create ``out`` (and parents) and check that files can be written there."""
+    path = Path(out).expanduser()
+    if path.exists() and not path.is_dir():
+        raise StudyError(f"--out {path}: exists and is not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-"):
+            pass
+    except OSError as err:
+        raise StudyError(f"--out {path}: cannot write there ({err.strerror or err})") from None
+    return path
+
+
+def write_json(path: Path, data: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=1, default=_json_default, allow_nan=True) + "\n")
+    tmp.replace(path)
+
+
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "item"):  # numpy scalars
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    return str(value)
+
+
+# ------------------------------------------------------------------------------------------------ tables
+def md_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A GitHub Markdown table; every cell is ``str()``-ed and ``|`` escaped."""
+    for row in rows:
+        if len(row) != len(headers):
+            raise ValueError(f"row {list(row)} has {len(row)} cells, the table {len(headers)} columns")
+
+    def cell(value: Any) -> str:
+        return str(value).replace("|", "\\|")
+
+    lines = ["| " + " | ".join(cell(h) for h in headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def num(value: float | None, digits: int = 2, signed: bool = False) -> str:
+    """A number for a table: ``–`` when missing/NaN, ``∞`` when infinite, minus signs as in the README."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    if math.isinf(value):
+        return "∞" if value > 0 else "−∞"
+    text = f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
+    return text.replace("-", "−")
+
+
+def ratio(gain: float, cost: float) -> float:
+    """``gain / cost``; ``inf`` for a positive gain at zero cost, NaN for no gain at zero cost."""
+    if cost > 0:
+        return gain / cost
+    if gain > 0:
+        return math.inf
+    return math.nan
+
+
+def duration(seconds: float) -> str:
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, sec = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes} min {sec:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
+
+
+# ------------------------------------------------------------------------------------------------ memory
+def peak_rss_sampler():
+    """``benchmarks/proctree.py``'s ``PeakRSS`` class (the benchmarks import it as a sibling; so do we, by path)."""
+    name = "fedpse_benchmarks_proctree"
+    if name in sys.modules:
+        return sys.modules[name].PeakRSS
+    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / "proctree.py")
+    if spec is None or spec.loader is None:
+        raise StudyError(f"{REPO / 'benchmarks' / 'proctree.py'}: not found (memory sampling needs it)")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module.PeakRSS

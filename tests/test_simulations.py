@@ -1,0 +1,313 @@
+"""The studies in simulations/: grids, round plans, tables and argument errors (their --quick runs take minutes and
+are documented in simulations/README.md, not run here)."""
+
+from __future__ import annotations
+
+import csv
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SIMULATIONS = Path(__file__).resolve().parent.parent / "simulations"
+sys.path.insert(0, str(SIMULATIONS))
+
+import paper_table  # noqa: E402
+import privacy_compute  # noqa: E402
+import scale  # noqa: E402
+import studylib  # noqa: E402
+from studylib import StudyError  # noqa: E402
+
+
+# ------------------------------------------------------------------------------------------------ shared
+def test_out_that_is_a_file_is_a_one_line_error(tmp_path, capsys):
+    target = tmp_path / "taken"
+    target.write_text("x")
+    with pytest.raises(SystemExit) as exit_:
+        studylib.run_main("paper_table", paper_table.main, ["--quick", "--out", str(target)])
+    message = str(exit_.value.code)
+    assert message.startswith("paper_table: error: --out") and "not a folder" in message
+    assert "\n" not in message
+
+
+def test_out_is_created_with_parents(tmp_path):
+    assert studylib.prepare_out(tmp_path / "a" / "b").is_dir()
+
+
+def test_markdown_table_and_numbers():
+    text = studylib.md_table(["a", "b"], [[1, "x|y"]])
+    assert text.splitlines() == ["| a | b |", "|---|---|", "| 1 | x\\|y |"]
+    assert studylib.num(-1.234) == "−1.23"
+    assert studylib.num(0.5, signed=True) == "+0.50"
+    assert studylib.num(math.nan) == "–" and studylib.num(math.inf) == "∞"
+    with pytest.raises(ValueError):
+        studylib.md_table(["a"], [[1, 2]])
+
+
+def test_presets_have_full_and_quick_blocks():
+    for study in ("paper_table", "privacy_compute", "scale"):
+        assert studylib.load_preset(study, quick=False)["users"]
+        assert studylib.load_preset(study, quick=True)["users"]
+    with pytest.raises(StudyError, match="cannot read"):
+        studylib.load_preset("paper_table", quick=True, path="/nonexistent/preset.yaml")
+
+
+# ------------------------------------------------------------------------------------------------ paper_table
+def test_unknown_student_size_names_the_sizes():
+    with pytest.raises(StudyError, match=r"unknown student size 48 .*32, 64, 128, 256"):
+        paper_table.check_students([32, 48])
+
+
+def test_missing_student_checkpoint_names_it_and_the_way_out(tmp_path):
+    (tmp_path / "student-2x32.pt").write_bytes(b"")
+    (tmp_path / "student-2x256.pt").write_bytes(b"")
+    with pytest.raises(StudyError) as err:
+        paper_table.check_students([32, 64, 256], builtin_dir=tmp_path)
+    assert "builtin:student-2x64" in str(err.value) and "--students 32 256" in str(err.value)
+    assert paper_table.check_students([256, 32, 32], builtin_dir=tmp_path) == [256, 32]
+
+
+def test_unknown_teacher_and_bad_sweep_are_errors():
+    with pytest.raises(StudyError, match="unknown teacher 'dccrn'"):
+        paper_table.check_teachers(["gru", "dccrn"])
+    with pytest.raises(StudyError, match="--sweep-only"):
+        paper_table.resolve(paper_table.parse_args(["--quick", "--sweep-only", "--sweep"]))
+
+
+def test_fixed_snr_world_overrides_and_student_overrides():
+    assert paper_table.world_overrides(-5.0, 40) == [
+        "world.num_users=40",
+        "world.snr_db=[-5, -5]",
+        "world.snr_spread_db=0",
+    ]
+    assert "student.checkpoint=builtin:student-2x128" in paper_table.student_overrides(128)
+
+
+def test_adapt_minutes_become_chunks():
+    assert paper_table.chunk_count(None, 10.0, 30) == 30
+    assert paper_table.chunk_count(1.0, 10.0, 30) == 6
+    with pytest.raises(StudyError, match="--adapt-minutes 6"):
+        paper_table.chunk_count(6.0, 10.0, 30)
+
+
+def _row(snr, user, student, teacher, generic, personalized, teacher_db):
+    return {
+        "snr_db": snr,
+        "user": user,
+        "student": student,
+        "teacher": teacher,
+        "si_sdr_noisy": snr,
+        "si_sdr_generic": generic,
+        "si_sdr_personalized": personalized,
+        "si_sdr_teacher": teacher_db,
+        "gain_db": personalized - generic,
+        "gap_closure": (personalized - generic) / (teacher_db - generic),
+        "steps": 100,
+        "adapt_wall_seconds": 9.0,
+    }
+
+
+def test_paper_table_has_the_papers_columns():
+    rows = [
+        _row(0.0, "u0", 32, "gru", 7.0, 8.0, 9.0),
+        _row(0.0, "u1", 32, "gru", 7.0, 6.0, 9.0),
+        _row(0.0, "u0", 32, "convtasnet", 7.0, 8.5, 9.5),
+        _row(0.0, "u0", 256, "gru", 8.0, 8.5, 9.0),
+        _row(5.0, "u0", 32, "gru", 11.0, 12.0, 13.0),
+    ]
+    table = paper_table.tabulate(rows)
+    assert list(table) == ["0", "5"]
+    cell = table["0"]["32"]["gru"]
+    assert cell["users"] == 2 and cell["improved_pct"] == 50.0 and cell["gain_mean"] == 0.0
+    assert list(table["0"]["32"]) == ["gru", "convtasnet"]  # teachers in the study's order
+    text = paper_table.markdown(table, ["gru", "convtasnet"])
+    header = text.splitlines()[2]
+    assert header.startswith(
+        "| input SNR | mixture | 2×32 pretrained | 2×32 FT by GRU T | 2×32 FT by CTN T |"
+    )
+    assert header.endswith("| GRU T | CTN T |")
+    five = next(line for line in text.splitlines() if line.startswith("| 5 dB |"))
+    assert "| – |" in five  # no ConvTasNet / 2×256 rows at 5 dB
+    assert "| 0 dB | 2×32 | GRU T | +0.00 | 50 % |" in text
+
+
+def test_rows_file_survives_a_cut_line(tmp_path):
+    path = tmp_path / "rows.jsonl"
+    path.write_text('{"user": "u0"}\n{"user": "u1"}\n{"user": "u')
+    assert [r["user"] for r in paper_table.read_rows(path)] == ["u0", "u1"]
+
+
+# ------------------------------------------------------------------------------------------------ privacy_compute
+def test_grid_skips_codecs_of_modes_that_upload_no_audio():
+    grid = privacy_compute.build_grid(
+        list(privacy_compute.MODES), ["fp32", "fp16", "int8"], ["flac", "lossy"]
+    )
+    assert len(grid) == 15
+    assert {c.codec for c in grid if c.mode == "teacher_weights"} == {None}
+    assert len({c.run_dir(Path("runs")) for c in grid}) == 15
+    cell = privacy_compute.Cell("pseudo_targets", "int8", "lossy")
+    assert cell.overrides() == [
+        "federation.mode=pseudo_targets",
+        "federation.weights_precision=int8",
+        "federation.targets_precision=int8",
+        "federation.upload_codec=lossy",
+    ]
+    with pytest.raises(StudyError, match="unknown precision 'bf16'"):
+        privacy_compute.build_grid(["pseudo_targets"], ["bf16"], ["flac"])
+
+
+def test_explicit_cells():
+    cells = privacy_compute.parse_cells([["teacher_weights", "int8"], ["cloud_student", "fp16", "lossy"]])
+    assert cells[0] == privacy_compute.Cell("teacher_weights", "int8", None)
+    with pytest.raises(StudyError, match="unknown codec 'mp3'"):
+        privacy_compute.parse_cells([["pseudo_targets", "fp16", "mp3"]])
+
+
+def test_minutes_are_read_off_rounds():
+    assert privacy_compute.round_plan([0.5, 1, 2], 10.0, 5.0) == (3, 4, {0.5: 1, 1: 2, 2: 4})
+    assert privacy_compute.round_plan([1, 3], 10.0, 5.0) == (6, 3, {1: 1, 3: 3})
+    with pytest.raises(StudyError, match="not a whole number"):
+        privacy_compute.round_plan([0.25], 10.0, 5.0)
+    with pytest.raises(StudyError, match="5 min of adaptation audio"):
+        privacy_compute.round_plan([6], 10.0, 5.0)
+
+
+def _write(path: Path, rows: list[dict]) -> None:
+    with open(path, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def test_costs_are_summed_up_to_each_round(tmp_path):
+    def ledger(r, user, direction, bytes_, audio=0.0, dev=0.0, srv=0.0):
+        return {
+            "round": r,
+            "user": user,
+            "direction": direction,
+            "bytes": bytes_,
+            "audio_seconds": audio,
+            "device_macs": dev,
+            "server_macs": srv,
+        }
+
+    _write(
+        tmp_path / "ledger.csv",
+        [
+            ledger(0, "u0", "down", 100),
+            ledger(1, "u0", "up", 1_000_000, audio=30, dev=2e9),
+            ledger(1, "u1", "up", 1_000_000, audio=30, dev=2e9),
+            ledger(1, "u0", "down", 2_000_000, srv=1e9),
+            ledger(2, "u0", "up", 1_000_000, audio=30, dev=2e9),
+        ],
+    )
+    _write(
+        tmp_path / "evaluations.csv",
+        [
+            {"round": 1, "user": "u0", "si_sdr_generic": 5, "si_sdr_personalized": 6, "gain_db": 1.0},
+            {"round": 1, "user": "u1", "si_sdr_generic": 5, "si_sdr_personalized": 4, "gain_db": -1.0},
+            {"round": 2, "user": "u0", "si_sdr_generic": 5, "si_sdr_personalized": 7, "gain_db": 2.0},
+        ],
+    )
+    _write(
+        tmp_path / "users.csv",
+        [
+            {"user": "u0", "bytes_up": 2_000_000, "bytes_down": 2_000_100, "audio_seconds_exposed": 60},
+            {"user": "u1", "bytes_up": 1_000_000, "bytes_down": 0, "audio_seconds_exposed": 30},
+        ],
+    )
+    first, second = privacy_compute.read_run(tmp_path, {0.5: 1, 1.0: 2})
+    assert first["gain_db"] == 0.0 and first["improved_pct"] == 50.0
+    assert first["mb_up"] == pytest.approx(1.0) and first["mb_down"] == pytest.approx(1.00005)
+    assert (
+        first["audio_seconds_exposed"] == 30 and first["device_gmac"] == 2.0 and first["server_gmac"] == 0.5
+    )
+    assert (
+        second["gain_db"] == 2.0
+        and second["mb_up"] == pytest.approx(1.5)
+        and second["audio_seconds_exposed"] == 45
+    )
+    assert privacy_compute.check_totals(tmp_path, second) is None
+    row = privacy_compute.add_ratios({**second, "audio_seconds_exposed": 0.0})
+    assert row["gain_per_exposed_minute"] == math.inf
+    assert row["gain_per_mb"] == pytest.approx(2.0 / (1.5 + 1.00005))
+
+
+def test_tradeoff_table_says_which_cell_answers_each_question():
+    base = {"round": 1, "users": 3, "users_scored": 3, "improved_pct": 100.0, "server_gmac": 0.0}
+    rows = [
+        privacy_compute.add_ratios(
+            {**base, "mode": "pseudo_targets", "precision": "int8", "codec": "lossy", "minutes": 1.0,
+             "gain_db": 1.0, "mb_up": 0.5, "mb_down": 0.5, "audio_seconds_exposed": 60.0, "device_gmac": 10.0}
+        ),
+        privacy_compute.add_ratios(
+            {**base, "mode": "teacher_weights", "precision": "fp16", "codec": None, "minutes": 1.0,
+             "gain_db": 1.0, "mb_up": 0.0, "mb_down": 5.0, "audio_seconds_exposed": 0.0, "device_gmac": 20.0}
+        ),
+    ]  # fmt: skip
+    meta = {"users": 3, "chunks_per_round": 3, "chunk_seconds": 10.0, "steps_per_round": 30}
+    text = privacy_compute.markdown(rows, meta)
+    assert "| teacher_weights | fp16 | – (no upload) | 1 | +1.00 |" in text
+    assert "- Most gain per MB transferred: pseudo_targets int8 lossy, 1 min — 1.000 dB per unit" in text
+    assert "- Most gain per exposed minute of raw audio: teacher_weights fp16, 1 min — ∞" in text
+
+
+# ------------------------------------------------------------------------------------------------ scale
+def _point(users, wall, rss, pss):
+    return {
+        "users": users,
+        "wall_seconds": wall,
+        "users_per_hour": users * 3600 / wall,
+        "ray_start_seconds": 5.0,
+        "peak_rss_mb": rss,
+        "peak_pss_mb": pss,
+        "cpu_seconds": wall * 2,
+        "users_ok": users,
+        "mean_gain_db": 1.0,
+    }
+
+
+def test_scale_fit_flat_memory_and_estimate(tmp_path):
+    points = [_point(10, 65, 2000, 1500), _point(30, 155, 2010, 1510)]
+    fit = scale.analyse(points)
+    assert fit["wall_seconds"]["per_user"] == pytest.approx(4.5)
+    assert fit["wall_seconds"]["intercept"] == pytest.approx(20.0)
+    assert fit["memory_flat"] is True
+    assert scale.estimate_seconds(fit, [100, 300]) == pytest.approx(20 + 450 + 20 + 1350)
+    text = scale.markdown(points, fit, [10, 30, 100, 300])
+    assert "memory is flat in users" in text and "100, 300 users would take 30 min 40 s at the load" in text
+    assert scale.estimate_seconds(fit, [100], cores=2) == pytest.approx((40 + 9 * 100) / 2)
+    growing = scale.analyse([_point(10, 65, 2000, 1500), _point(30, 155, 3000, 2500)])
+    assert growing["memory_flat"] is False
+    scale.plot(points, tmp_path / "scale.png")
+    assert (tmp_path / "scale.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_scale_keeps_points_only_of_the_same_settings(tmp_path):
+    studylib.write_json(tmp_path / "scale.json", {"setting": "aaaa", "points": [_point(10, 65, 2000, 1500)]})
+    assert list(scale._read_points(tmp_path / "scale.json", "aaaa")) == [10]
+    assert scale._read_points(tmp_path / "scale.json", "bbbb") == {}
+    command = scale.point_command(30, tmp_path / "run", ["federation.mode=pseudo_targets"])
+    assert command[1:4] == ["-m", "fedpse.cli", "simulate"] and "federation.num_users=30" in command
+
+
+def test_bad_user_counts_are_errors():
+    with pytest.raises(StudyError, match="--users"):
+        scale.resolve(scale.parse_args(["--quick", "--users", "0"]))
+    with pytest.raises(StudyError, match="--users"):
+        privacy_compute.resolve(privacy_compute.parse_args(["--quick", "--users", "0"]))
+
+
+def test_command_line_error_is_one_line():
+    proc = subprocess.run(
+        [sys.executable, str(SIMULATIONS / "paper_table.py"), "--students", "48"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [
+        "paper_table: error: --students: unknown student size 48 (2×48); expected some of 32, 64, 128, 256"
+    ]
