@@ -147,6 +147,9 @@ def simulation_environment(run_dir: Path, fed: FederationConfig, verbose: bool =
         "FLWR_HOME": str(run_dir / "flwr"),
         "RAY_TMPDIR": str(ray_tmp),
         "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "0",
+        # Ray starts its workers at nice 15; the client actors are the simulated devices and must not lose the CPU
+        # to the server (nice 0) or to other jobs, or device work would look slower than it is.
+        "RAY_worker_niceness": "0",
     }
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)

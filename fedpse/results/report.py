@@ -766,6 +766,7 @@ def _unit(values: Sequence[float], kind: str) -> tuple[float, str]:
 
 TRADEOFFS = [
     ("audio_seconds_exposed", "seconds", "privacy: raw audio uploaded", "raw audio uploaded per user"),
+    ("bytes_up", "bytes", "upload", "bytes up per user"),
     ("bytes_down", "bytes", "download", "bytes down per user"),
     ("device_macs", "macs", "device compute", "device compute per user"),
 ]
@@ -784,7 +785,7 @@ def figure_tradeoffs(runs: Sequence[Run]) -> bytes:
     """Mean gain against each per-user cost, the Pareto front (lowest cost for the gain) highlighted."""
     from matplotlib.lines import Line2D
 
-    fig = _figure(14.0, 5.0)
+    fig = _figure(4.6 * len(TRADEOFFS), 5.0)
     axes = fig.subplots(1, len(TRADEOFFS), sharey=True)
     fig.suptitle("Mean gain vs what it costs each user", fontweight="bold")
     for ax, (cost, kind, title, xlabel) in zip(axes, TRADEOFFS, strict=True):
