@@ -345,6 +345,11 @@ class FederationConfig:
     ray_tmpdir: str | None = _f(
         None, "Ray temp/session folder (null = <run dir>/ray, or a short /tmp path if that is too long)"
     )
+    fast_engine: bool = _f(
+        True,
+        "feed Flower's simulation engine only the nodes with pending messages, every 20 ms (fedpse/federation/"
+        "engine.py; false = Flower's own loop over every node every 0.1 s)",
+    )
     cache_dir: str | None = _f(
         "~/.cache/fedpse/results",
         "reuse teacher outputs and baseline scores computed by earlier runs (keyed by model weights and audio "

@@ -240,10 +240,12 @@ def run_plans(
     from flwr.simulation import run_simulation
 
     from fedpse.federation.client_app import app as client_app
+    from fedpse.federation.engine import fast_engine
     from fedpse.federation.server_app import make_server_app
 
     started = time.perf_counter()
-    with simulation_environment(plans[0].run_dir, fed, verbose) as info:
+    with simulation_environment(plans[0].run_dir, fed, verbose) as info, fast_engine(fed.fast_engine) as fast:
+        info["fast_engine"] = fast
         run_simulation(
             server_app=make_server_app(plans, summaries, progress, observers),
             client_app=client_app,
