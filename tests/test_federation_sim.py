@@ -73,6 +73,7 @@ def test_every_mode_completes_and_writes_its_run_directory(runs):
         }
         assert summary["users_ok"] == expected_ok.get(mode, 3), mode
         assert summary["mean"]["si_sdr_personalized"] is not None
+        assert summary["simulation"]["fast_engine"] is True  # fedpse's feeder replaced Flower's polling loop
 
 
 def test_ledger_bytes_are_the_real_sizes_of_the_messages_sent(runs):
