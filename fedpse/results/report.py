@@ -764,6 +764,7 @@ def _unit(values: Sequence[float], kind: str) -> tuple[float, str]:
     return scale, name
 
 
+MAX_POINT_LABELS = 6
 TRADEOFFS = [
     ("audio_seconds_exposed", "seconds", "privacy: raw audio uploaded", "raw audio uploaded per user"),
     ("bytes_up", "bytes", "upload", "bytes up per user"),
@@ -820,7 +821,8 @@ def figure_tradeoffs(runs: Sequence[Run]) -> bytes:
                 linewidths=2.0 if run.reference else 1.0,
                 zorder=3,
             )
-        _annotate_groups(ax, xs, gains, runs)
+        if len(runs) <= MAX_POINT_LABELS:  # beyond that the labels pile up: the legend names every marker
+            _annotate_groups(ax, xs, gains, runs)
         if not any(math.isfinite(g) for g in gains):
             _no_data(ax, "no scored users")
             ax.set_ylim(-1, 1)
