@@ -555,6 +555,15 @@ def config_to_dict(cfg: Any) -> dict:
     return dataclasses.asdict(cfg)
 
 
+def flatten(data: dict, prefix: str = "") -> dict:
+    """Nested dicts as one dict of dotted keys: ``{"a": {"b": 1}}`` -> ``{"a.b": 1}``."""
+    out = {}
+    for key, value in data.items():
+        dotted = f"{prefix}.{key}" if prefix else str(key)
+        out.update(flatten(value, dotted) if isinstance(value, dict) else {dotted: value})
+    return out
+
+
 def dump_config(cfg: Config, path: str | Path) -> Path:
     """Write the resolved config as YAML (loadable again by ``load_config``)."""
     path = Path(path)

@@ -382,20 +382,10 @@ def plan_runs(s: dict, runs: Path) -> tuple[list, dict]:
 
 def same_config(run_dir: Path, cfg) -> bool:
     """The run directory was made from ``cfg`` (keys that only say where/how it ran may differ)."""
-    from fedpse.config import config_to_dict, load_config
-    from fedpse.federation.runner import EXECUTION_KEYS
+    from fedpse.config import load_config
+    from fedpse.federation.runner import config_changes
 
-    ran, wanted = _flat(config_to_dict(load_config(run_dir / "config.yaml"))), _flat(config_to_dict(cfg))
-    return all(ran.get(k) == v for k, v in wanted.items() if k not in EXECUTION_KEYS)
-
-
-def _flat(data: dict, prefix: str = "") -> dict:
-    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``."""
-    out = {}
-    for key, value in data.items():
-        dotted = f"{prefix}.{key}" if prefix else key
-        out.update(_flat(value, dotted) if isinstance(value, dict) else {dotted: value})
-    return out
+    return not config_changes(load_config(run_dir / "config.yaml"), cfg)
 
 
 def run_grid(configs: list, runs: Path, fresh: bool) -> dict[str, str]:

@@ -126,7 +126,9 @@ def adapt_student(message: Message, context: Context) -> Message:
     if missing and task.get("targets_from") == "device_teacher":
         teacher = device.teacher()
         noisy = [device.audio.chunk(n) for n in missing]
-        outputs = ResultCache(device.plan.cfg.federation.cache_dir).targets(teacher, model_key(teacher), noisy)
+        outputs = ResultCache(device.plan.cfg.federation.cache_dir).targets(
+            teacher, model_key(teacher), noisy
+        )
         device.store_targets(dict(zip(missing, outputs, strict=True)))
         teacher_macs = forward_macs(teacher, sum(len(x) for x in noisy) / SAMPLE_RATE)
     noisy = [device.audio.chunk(n) for n in train_on]

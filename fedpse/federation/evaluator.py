@@ -65,7 +65,13 @@ class Evaluator:
         """Noisy, generic-student and teacher scores of ``user`` (cached)."""
         teacher = self.teacher
         key = ":".join(
-            [self.plan.world.manifest["key"], user, self._keys["generic"], self._keys["teacher"], str(self.pesq_stoi)]
+            [
+                self.plan.world.manifest["key"],
+                user,
+                self._keys["generic"],
+                self._keys["teacher"],
+                str(self.pesq_stoi),
+            ]
         )
         if key not in _BASELINES:
             _BASELINES[key] = self.cache.scores(key, lambda: self._baseline(user, teacher))

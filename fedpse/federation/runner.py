@@ -19,7 +19,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from fedpse.config import Config, ConfigError, FederationConfig, config_to_dict, load_config
+from fedpse.config import Config, ConfigError, FederationConfig, config_to_dict, flatten, load_config
 from fedpse.federation.ledger import Observer
 from fedpse.federation.plan import RunPlan, check_federation
 from fedpse.models.zoo import load_student, load_teacher
@@ -296,12 +296,12 @@ EXECUTION_KEYS = (
 )
 
 
-def _flat(data: dict, prefix: str = "") -> dict:
-    out = {}
-    for key, value in data.items():
-        dotted = f"{prefix}.{key}" if prefix else key
-        out.update(_flat(value, dotted) if isinstance(value, dict) else {dotted: value})
-    return out
+def config_changes(ran: Config, given: Config) -> list[tuple[str, object, object]]:
+    """(dotted key, value in ``ran``, value in ``given``) for each key that differs, ``EXECUTION_KEYS`` aside."""
+    before, after = flatten(config_to_dict(ran)), flatten(config_to_dict(given))
+    return [
+        (k, before[k], after.get(k)) for k in before if before[k] != after.get(k) and k not in EXECUTION_KEYS
+    ]
 
 
 def resume_dirs(run_dir: str | Path) -> list[Path]:
@@ -326,10 +326,9 @@ def resumable(
     cfg = load_config(run_dir / "config.yaml")
     if config is not None or overrides:
         given = load_config(config or run_dir / "config.yaml", overrides)
-        ran, now = _flat(config_to_dict(cfg)), _flat(config_to_dict(given))
-        changed = [k for k in ran if ran[k] != now[k] and k not in EXECUTION_KEYS]
+        changed = config_changes(cfg, given)
         if changed:
-            detail = "; ".join(f"{k}: run has {ran[k]!r}, given {now[k]!r}" for k in changed[:5])
+            detail = "; ".join(f"{k}: run has {a!r}, given {b!r}" for k, a, b in changed[:5])
             raise ConfigError(
                 f"--resume continues {run_dir} with its own config.yaml; the given config changes {detail} "
                 f"(only {', '.join(EXECUTION_KEYS)} may change on resume)"

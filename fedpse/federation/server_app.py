@@ -28,7 +28,7 @@ from fedpse.federation.plan import RunPlan, cohort_size, select_round
 from fedpse.federation.strategies import strategy_class
 from fedpse.federation.strategies.base import Outcome, ServerSide, UserRound, drive
 from fedpse.models.macs import count_params
-from fedpse.results.store import EVALUATION_COLUMNS, USER_COLUMNS, RunDirError, RunStore
+from fedpse.results.store import EVALUATION_COLUMNS, SCORE_COLUMNS, USER_COLUMNS, RunDirError, RunStore
 
 
 class RegistrationError(ValueError):
@@ -497,22 +497,7 @@ class Federation:
         scored = [r for r in rows if "si_sdr_personalized" in r]
         totals = self.ledger.totals()
         student, teacher = self.evaluator.generic, self.evaluator.teacher
-        means = {
-            key: _mean(r.get(key) for r in scored)
-            for key in (
-                "si_sdr_noisy",
-                "si_sdr_generic",
-                "si_sdr_personalized",
-                "si_sdr_teacher",
-                "si_sdri_db",
-                "gain_db",
-                "gap_closure",
-                "pesq_generic",
-                "pesq_personalized",
-                "stoi_generic",
-                "stoi_personalized",
-            )
-        }
+        means = {key: _mean(r.get(key) for r in scored) for key in SCORE_COLUMNS}
         summary = {
             "mode": self.fed.mode,
             "run_dir": str(self.plan.run_dir),

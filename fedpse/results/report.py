@@ -30,7 +30,8 @@ from typing import Any
 import numpy as np
 import yaml
 
-from fedpse.results.store import RunStore
+from fedpse.config import flatten
+from fedpse.results.store import USER_COLUMNS, USER_TEXT_COLUMNS, RunStore
 
 # Said when a started run directory (it has config.yaml) lacks users.csv or summary.json, written when a run ends.
 UNFINISHED_HINT = "is this a finished fedpse run directory? (fedpse simulate --resume {root} finishes it)"
@@ -39,25 +40,7 @@ REFERENCE_MODES = frozenset({"oracle_clean"})
 WORST_USERS = 5
 FIGURE_DPI = 110
 
-USER_NUMERIC = {
-    "rounds_selected",
-    "rounds_completed",
-    "si_sdr_noisy",
-    "si_sdr_generic",
-    "si_sdr_personalized",
-    "si_sdr_teacher",
-    "si_sdri_db",
-    "gain_db",
-    "gap_closure",
-    "audio_minutes_used",
-    "bytes_up",
-    "bytes_down",
-    "audio_seconds_exposed",
-    "device_macs",
-    "server_macs",
-    "sim_seconds",
-    "adapt_steps",
-}
+USER_NUMERIC = set(USER_COLUMNS) - USER_TEXT_COLUMNS
 EVALUATION_NUMERIC = {
     "round",
     "si_sdr_generic",
@@ -1187,23 +1170,12 @@ def extra_summary_table(runs: Sequence[Run]) -> Table | None:
     values: list[dict[str, Any]] = []
     for run in runs:
         extra = {k: v for k, v in run.summary.items() if k not in _KNOWN_SUMMARY_KEYS}
-        values.append(dict(_flatten(extra)))
+        values.append(flatten(extra))
     fields = list(dict.fromkeys(name for per_run in values for name in per_run))
     if not fields:
         return None
     rows = [[name, *(_plain(per_run.get(name)) for per_run in values)] for name in fields]
     return Table(["field", *(run.label for run in runs)], rows, right=set(range(1, len(runs) + 1)))
-
-
-def _flatten(value: dict, prefix: str = "") -> list[tuple[str, Any]]:
-    items = []
-    for key, v in value.items():
-        name = f"{prefix}{key}"
-        if isinstance(v, dict):
-            items.extend(_flatten(v, name + "."))
-        else:
-            items.append((name, v))
-    return items
 
 
 def _plain(value: Any) -> str:

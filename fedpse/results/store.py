@@ -101,15 +101,8 @@ ROUND_COLUMNS = [
     "sim_round_seconds",
     "wall_seconds",
 ]
-USER_COLUMNS = [
-    "user",
-    "status",
-    "rounds_available",
-    "rounds_selected",
-    "rounds_completed",
-    "rounds_failed",
-    "retries",
-    "scored_round",
+# A user's scores (users.csv), averaged over scored users in summary.json's "mean".
+SCORE_COLUMNS = [
     "si_sdr_noisy",
     "si_sdr_generic",
     "si_sdr_personalized",
@@ -121,6 +114,18 @@ USER_COLUMNS = [
     "pesq_personalized",
     "stoi_generic",
     "stoi_personalized",
+]
+USER_TEXT_COLUMNS = {"user", "status", "error"}  # every other users.csv column is a number
+USER_COLUMNS = [
+    "user",
+    "status",
+    "rounds_available",
+    "rounds_selected",
+    "rounds_completed",
+    "rounds_failed",
+    "retries",
+    "scored_round",
+    *SCORE_COLUMNS,
     "audio_minutes_used",
     "bytes_up",
     "bytes_down",
