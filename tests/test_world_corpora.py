@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import soundfile as sf
 
 from fedpse.audio.io import SAMPLE_RATE
+from fedpse.config import load_config
 from fedpse.world.cache import build_world
 from fedpse.world.corpora import CorpusError
 
@@ -92,3 +95,43 @@ def test_a_folder_with_no_audio_is_a_clear_error(tmp_path):
     make_noise_folder(tmp_path / "noise", places=2, seconds=30.0)
     with pytest.raises(CorpusError, match="no audio"):
         build_world(_corpus_cfg(tmp_path), progress=False)
+
+
+PAPER_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "paper-librispeech-wham.yaml"
+
+
+def make_wham(root, files: int, seconds: float) -> None:
+    rng = np.random.default_rng(1)
+    for i in range(files):
+        path = root / ("tr" if i % 2 else "tt") / f"noise{i:03d}.wav"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sf.write(str(path), 0.05 * rng.standard_normal(int(seconds * SAMPLE_RATE)).astype(np.float32), SAMPLE_RATE)
+
+
+def test_the_paper_protocol_config_declares_the_papers_users_and_builds_from_librispeech_and_wham(tmp_path):
+    cfg = load_config(PAPER_CONFIG)
+    w = cfg.world
+    assert (w.speech.source, w.noise.source) == ("librispeech", "wham")
+    assert (w.adaptation_minutes, w.test_mixtures, w.test_seconds, tuple(w.snr_db)) == (5.0, 6, 10.0, (5.0, 5.0))
+    assert (cfg.student.layers, cfg.student.hidden) == (2, 32)
+    assert (cfg.teacher.layers, cfg.teacher.hidden) == (3, 1024)
+    # the same file, pointed at (tiny) corpora on disk and shrunk, builds users from them
+    make_librispeech(tmp_path / "libri", speakers=4, utterances=10, seconds=3.0)
+    make_wham(tmp_path / "wham", files=8, seconds=20.0)
+    small = load_config(
+        PAPER_CONFIG,
+        [
+            f"world.speech.path={tmp_path / 'libri'}",
+            f"world.noise.path={tmp_path / 'wham'}",
+            f"world.cache_dir={tmp_path / 'cache'}",
+            "world.num_users=2",
+            "world.adaptation_minutes=0.2",
+            "world.chunk_seconds=4",
+            "world.test_mixtures=2",
+            "world.test_seconds=4",
+            "world.workers=1",
+        ],
+    )
+    world = build_world(small, progress=False)
+    assert world.user_ids() == ["u0000", "u0001"]
+    assert {world.user(u)["place"]["kind"] for u in world.user_ids()} == {"corpus"}
