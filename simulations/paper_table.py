@@ -25,8 +25,7 @@ teacher the teacher's pseudo-targets for the user's adaptation chunks (read from
 (seed per user, as in ``distill.adapt.personalize_user``) and scored on the user's held-out test mixtures. Writes
 ``results.json`` (every row, summaries), ``rows.jsonl`` and ``table.md`` to --out (default
 ``simulations/results/paper_table``; ``…/paper_table_quick`` with --quick). ``--write-cards`` records the held-out
-figures in the shipped model cards. Replaces ``simulations/adapt_table.py`` (its results stay in
-``simulations/results/adapt_*``).
+figures in the shipped model cards. Replaces the former ``simulations/adapt_table.py``.
 """
 
 from __future__ import annotations
