@@ -187,10 +187,81 @@ def test_an_onnx_teacher_is_selected_by_config_and_used_for_pseudo_targets(tmp_p
         overrides=["teacher.arch=onnx", f"teacher.onnx.path={path}", "teacher.onnx.framing=whole"]
     )
     teacher, card = load_teacher(cfg)
-    assert card["arch"] == "onnx"
+    assert card["arch"] == "onnx" and card["macs_per_second"] == 0.0  # a pointwise model has no dense ops
     _, world = tiny_world
     chunks = world.adaptation_chunks("u0000")[:2]
     targets = pseudo_targets(teacher, chunks)
     np.testing.assert_allclose(targets[0], 0.5 * chunks[0], atol=1e-6)
     with pytest.raises(ValueError, match="teacher.onnx.path: required"):
         load_config(overrides=["teacher.arch=onnx"])
+
+
+class ConvLinearConv(nn.Module):
+    """[B, T] -> [B, T]: strided conv encoder (4 x 16 taps, stride 8), a 4x4 linear map, transposed-conv decoder."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.enc = nn.Conv1d(1, 4, 16, stride=8, bias=False)
+        self.mix = nn.Linear(4, 4)
+        self.dec = nn.ConvTranspose1d(4, 1, 16, stride=8, bias=False)
+
+    def forward(self, wave):
+        h = self.enc(wave.unsqueeze(1))  # [B, 4, F]
+        h = self.mix(h.transpose(1, 2)).transpose(1, 2)
+        return self.dec(h).squeeze(1)
+
+
+class StreamingGRU(nn.Module):
+    """Stateful: a block of 64 samples as 8 frames of 8, a GRU(8 -> 16) carrying h, a 16 -> 8 linear read-out."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.gru = nn.GRU(8, 16, batch_first=True)
+        self.out = nn.Linear(16, 8)
+
+    def forward(self, block, h_in):
+        y, h_out = self.gru(block.reshape(1, 8, 8), h_in)
+        return self.out(y).reshape(1, 64), h_out
+
+
+def _hand_count(samples: int) -> dict[str, int]:
+    frames = (samples - 16) // 8 + 1
+    return {"Conv": frames * 4 * 16, "MatMul": frames * 4 * 4, "ConvTranspose": frames * 4 * 16}
+
+
+def test_onnx_teacher_macs_are_counted_from_the_graph_and_match_a_hand_count(tmp_path):
+    from fedpse.models.macs import forward_macs
+
+    path = dynamic_wave_model(ConvLinearConv(), tmp_path / "enc_dec.onnx")
+    whole = OnnxTeacher(path, framing="whole")
+    assert whole.macs_breakdown() == pytest.approx(
+        _hand_count(16000)
+    )  # one second = one call of 16000 samples
+    per_second = sum(_hand_count(16000).values())
+    assert forward_macs(whole.as_torch_teacher(), 2.5) == pytest.approx(2.5 * per_second)
+    chunked = OnnxTeacher(
+        path, framing="chunk", chunk_seconds=0.5, hop_seconds=0.25
+    )  # 4 calls of 8000 per second
+    assert chunked.macs_breakdown() == pytest.approx({k: 4 * v for k, v in _hand_count(8000).items()})
+
+
+def test_stateful_recurrent_onnx_teacher_macs_count_the_gru_gates_per_block(tmp_path):
+    example = (torch.randn(1, 64), torch.zeros(1, 1, 16))
+    path = export(StreamingGRU(), tmp_path / "gru.onnx", example, ["block", "h_in"], ["out", "h_out"])
+    teacher = OnnxTeacher(path, framing="stateful", shift_samples=32)
+    per_block = {"GRU": 8 * 3 * (8 * 16 + 16 * 16), "MatMul": 8 * 16 * 8}
+    assert teacher.macs_breakdown() == pytest.approx({k: v * 16000 / 32 for k, v in per_block.items()})
+
+
+def test_an_onnx_graph_that_cannot_be_counted_is_a_clear_error_and_an_unknown_ledger_cost(tmp_path):
+    class EinsumScale(nn.Module):
+        def forward(self, wave):
+            return torch.einsum("bt,b->bt", wave, wave[:, 0])
+
+    path = dynamic_wave_model(EinsumScale(), tmp_path / "einsum.onnx")
+    teacher = OnnxTeacher(path, framing="whole")
+    with pytest.raises(ValueError, match=r"einsum\.onnx: cannot count the MACs of Einsum"):
+        teacher.macs_breakdown()
+    np.testing.assert_allclose(teacher.enhance(np.ones(100)), np.ones(100), atol=1e-6)  # it still runs

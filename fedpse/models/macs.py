@@ -72,7 +72,13 @@ def convtasnet_macs_per_frame(
 
 
 def macs_breakdown(model: nn.Module | dict, sample_rate: int = 16000) -> dict[str, float]:
-    """MACs per second of audio by component, for a model or its ``model_spec`` dict."""
+    """MACs per second of audio by component, for a model or its ``model_spec`` dict.
+
+    A model that counts itself (an ONNX teacher: ``macs_breakdown()`` from its graph) is asked directly.
+    """
+    own = getattr(model, "macs_breakdown", None)
+    if callable(own):
+        return own(sample_rate)
     spec = model if isinstance(model, dict) else model_spec(model)
     if spec["arch"] == "gru":
         per_frame = gru_macs_per_frame(**spec)

@@ -78,6 +78,7 @@ class OnnxTeacher:
         if framing not in FRAMINGS:
             raise OnnxTeacherError(self.path, f"unknown framing {framing!r}; expected one of {FRAMINGS}")
         self.framing = framing
+        self._macs: dict[str, float] | None = None
         self.session = _open_session(self.path, num_threads)
         self.sample_rate = int(sample_rate or self._metadata_sample_rate() or SAMPLE_RATE)
         inputs = {i.name: i for i in self.session.get_inputs()}
@@ -131,6 +132,30 @@ class OnnxTeacher:
             "input": {"name": self._input.name, "shape": list(self._input.shape)},
             "output": {"name": self._output.name, "shape": list(self._output.shape)},
         }
+
+    def macs_breakdown(self) -> dict[str, float]:
+        """Forward multiply-accumulates per second of audio, by ONNX op type, counted from the graph.
+
+        One model call is shape-inferred at this teacher's framing (``whole``: one second; ``chunk``: one chunk,
+        ``sample_rate / hop`` calls per second; ``stateful``: one block with its states, ``sample_rate / shift``
+        calls per second) and its dense ops are counted by ``onnx_graph_macs``. Resampling is not counted. Raises
+        ``ValueError`` when the graph cannot be counted (the ledger then records the teacher's MACs as unknown).
+        """
+        if self._macs is None:
+            if self.framing == "whole":
+                length, calls = self.sample_rate, 1.0
+            elif self.framing == "chunk":
+                length, calls = self._chunk, self.sample_rate / self._hop
+            else:
+                length, calls = self._block, self.sample_rate / self._shift
+            rank = len(self._input.shape)
+            batch = (_fixed(self._input.shape[0]) or 1) if rank >= 2 else 1
+            shapes = {self._input.name: [length] if rank == 1 else [batch] + [1] * (rank - 2) + [length]}
+            if self.framing == "stateful":
+                shapes.update({name: list(v.shape) for name, v in self._state_init.items()})
+            per_call = onnx_graph_macs(self.path, shapes)
+            self._macs = {op: macs * calls / batch for op, macs in per_call.items()}
+        return dict(self._macs)
 
     # ------------------------------------------------------------------------------------------------ setup
     def _fail(self, reason: str) -> OnnxTeacherError:
@@ -344,10 +369,123 @@ class TorchOnnxTeacher(nn.Module):
         super().__init__()
         self.teacher = teacher
 
+    def macs_breakdown(self, sample_rate: int = SAMPLE_RATE) -> dict[str, float]:
+        """Forward MACs per second of audio by op type (``OnnxTeacher.macs_breakdown``)."""
+        return self.teacher.macs_breakdown()
+
     @torch.no_grad()
     def forward(self, wave: Tensor) -> Tensor:
         out = self.teacher.enhance(wave.detach().to("cpu", torch.float32).numpy())
         return torch.from_numpy(out).to(device=wave.device, dtype=wave.dtype)
+
+
+# ------------------------------------------------------------------------------------------------ MAC counts
+_MATMULS = ("MatMul", "MatMulInteger", "QLinearMatMul")
+_CONVS = {"Conv": 1, "ConvInteger": 1, "QLinearConv": 3}  # op -> index of the weight input
+_RECURRENT_GATES = {"LSTM": 4, "GRU": 3, "RNN": 1}
+_UNCOUNTABLE = ("Einsum", "Loop", "Scan", "If")
+
+
+def onnx_graph_macs(path: str | Path, input_shapes: dict[str, list[int]]) -> dict[str, float]:
+    """MACs of one call of the ONNX model at ``path`` with the given concrete input shapes, by op type.
+
+    Same convention as ``fedpse.models.macs``: every weight multiply of a dense op is one MAC (MatMul, Gemm, Conv,
+    ConvTranspose, LSTM/GRU/RNN gate matmuls); elementwise ops, normalisation, nonlinearities and FFT ops are not
+    counted. Shapes come from ONNX shape inference with data propagation. A dense op whose shapes stay unknown, or a
+    graph with control flow or Einsum, raises ``ValueError`` naming the file and the nodes.
+    """
+    try:
+        import onnx
+        from onnx import shape_inference
+    except ImportError:
+        raise ValueError(
+            "counting an ONNX teacher's MACs needs the onnx package: pip install 'fedpse[onnx]'"
+        ) from None
+    model = onnx.load(str(path))
+    for arg in model.graph.input:
+        if arg.name not in input_shapes:
+            continue
+        dims, want = arg.type.tensor_type.shape.dim, input_shapes[arg.name]
+        if len(dims) != len(want):
+            raise ValueError(f"{path}: input {arg.name!r} has rank {len(dims)}, counted with shape {want}")
+        for dim, size in zip(dims, want, strict=True):
+            dim.Clear()
+            dim.dim_value = int(size)
+    try:
+        graph = shape_inference.infer_shapes(model, data_prop=True).graph
+    except Exception as err:  # onnx raises its own inference errors
+        raise ValueError(f"{path}: ONNX shape inference failed ({type(err).__name__}: {err})") from None
+    shapes: dict[str, list[int | None]] = {}
+    for info in [*graph.input, *graph.value_info, *graph.output]:
+        shapes[info.name] = [
+            d.dim_value if d.HasField("dim_value") else None for d in info.type.tensor_type.shape.dim
+        ]
+    shapes.update({init.name: list(init.dims) for init in graph.initializer})
+    for node in graph.node:
+        if (
+            node.op_type == "Constant"
+            and node.attribute
+            and node.attribute[0].type == onnx.AttributeProto.TENSOR
+        ):
+            shapes[node.output[0]] = list(node.attribute[0].t.dims)
+    totals: dict[str, float] = {}
+    unknown: list[str] = []
+    for node in graph.node:
+        try:
+            macs = _node_macs(node, shapes)
+        except _Unknown:
+            unknown.append(f"{node.op_type} {node.name!r}")
+            continue
+        if macs:
+            totals[node.op_type] = totals.get(node.op_type, 0.0) + float(macs)
+    if unknown:
+        shown = ", ".join(unknown[:5]) + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else "")
+        raise ValueError(
+            f"{path}: cannot count the MACs of {shown} (tensor shapes unknown or op not countable)"
+        )
+    return totals
+
+
+class _Unknown(Exception):
+    pass
+
+
+def _node_macs(node, shapes: dict) -> float:
+    op = node.op_type
+    if op in _UNCOUNTABLE:
+        raise _Unknown
+    if (
+        op not in _MATMULS
+        and op not in _CONVS
+        and op not in _RECURRENT_GATES
+        and op not in ("Gemm", "ConvTranspose")
+    ):
+        return 0.0
+
+    def shape(name: str) -> list[int]:
+        dims = shapes.get(name)
+        if not dims or any(not isinstance(d, int) or d <= 0 for d in dims):
+            raise _Unknown
+        return dims
+
+    attrs = {a.name: a for a in node.attribute}
+    if op in _MATMULS:
+        a = shape(node.input[0])
+        return math.prod(shape(node.output[0])) * a[-1]
+    if op == "Gemm":
+        a = shape(node.input[0])
+        k = a[0] if "transA" in attrs and attrs["transA"].i else a[1]
+        return math.prod(shape(node.output[0])) * k
+    if op in _CONVS:
+        weight = shape(node.input[_CONVS[op]])  # [C_out, C_in / group, *kernel]
+        return math.prod(shape(node.output[0])) * math.prod(weight[1:])
+    if op == "ConvTranspose":
+        weight = shape(node.input[1])  # [C_in, C_out / group, *kernel]
+        return math.prod(shape(node.input[0])) * math.prod(weight[1:])
+    x = shape(node.input[0])  # recurrent: [seq, batch, input] (layout 0) or [batch, seq, input] (layout 1)
+    hidden = attrs["hidden_size"].i
+    directions = 2 if "direction" in attrs and attrs["direction"].s == b"bidirectional" else 1
+    return x[0] * x[1] * directions * _RECURRENT_GATES[op] * (x[2] * hidden + hidden * hidden)
 
 
 # ---------------------------------------------------------------------------------------------------- helpers

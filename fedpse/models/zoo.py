@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
 from torch import nn
 
 from fedpse.config import Config, ConfigError
@@ -76,18 +75,6 @@ def load_student(cfg: Config) -> tuple[nn.Module, dict]:
     return _load_or_init(student_spec(cfg), cfg.student.checkpoint, "student.checkpoint")
 
 
-class _OnnxModule(nn.Module):
-    """Wraps an ONNX teacher so it is called like the torch teachers (no gradients, inference only)."""
-
-    def __init__(self, teacher):
-        super().__init__()
-        self.teacher = teacher
-
-    def forward(self, wave: torch.Tensor) -> torch.Tensor:
-        out = self.teacher.enhance(wave.detach().cpu().numpy())
-        return torch.as_tensor(out, dtype=torch.float32)
-
-
 def load_teacher(cfg: Config) -> tuple[nn.Module, dict]:
     """The teacher described by ``teacher.*`` (a trained GRU/ConvTasNet checkpoint or an ONNX file), in eval mode."""
     if cfg.teacher.arch == "onnx":
@@ -103,7 +90,12 @@ def load_teacher(cfg: Config) -> tuple[nn.Module, dict]:
             block_samples=o.block_samples,
             shift_samples=o.shift_samples,
         )
-        return _OnnxModule(teacher).eval(), {"arch": "onnx", "path": str(o.path)}
+        card = {"arch": "onnx", "path": str(o.path)}
+        try:
+            card["macs_per_second"] = sum(teacher.macs_breakdown().values())
+        except ValueError as err:  # the ledger then records the teacher's MACs as unknown
+            card["macs_per_second"], card["macs_error"] = None, str(err)
+        return teacher.as_torch_teacher().eval(), card
     model, card = _load_or_init(teacher_spec(cfg), cfg.teacher.checkpoint, "teacher.checkpoint")
     for p in model.parameters():
         p.requires_grad_(False)

@@ -91,7 +91,8 @@ class ServerSide:
         return self.cache.targets(self.teacher, self.teacher_key, chunks)
 
     def teacher_macs(self, audio_seconds: float) -> float:
-        """MACs of running the teacher on ``audio_seconds`` of audio (NaN for an ONNX teacher: not counted)."""
+        """MACs of running the teacher on ``audio_seconds`` of audio (NaN when they cannot be counted, e.g. an ONNX
+        graph with control flow)."""
         try:
             return forward_macs(self.teacher, audio_seconds)
         except ValueError:
