@@ -384,6 +384,7 @@ _MATMULS = ("MatMul", "MatMulInteger", "QLinearMatMul")
 _CONVS = {"Conv": 1, "ConvInteger": 1, "QLinearConv": 3}  # op -> index of the weight input
 _RECURRENT_GATES = {"LSTM": 4, "GRU": 3, "RNN": 1}
 _UNCOUNTABLE = ("Einsum", "Loop", "Scan", "If")
+_COUNTED = {*_MATMULS, *_CONVS, *_RECURRENT_GATES, "Gemm", "ConvTranspose"}  # every other op: not a dense op
 
 
 def onnx_graph_macs(path: str | Path, input_shapes: dict[str, list[int]]) -> dict[str, float]:
@@ -454,12 +455,7 @@ def _node_macs(node, shapes: dict) -> float:
     op = node.op_type
     if op in _UNCOUNTABLE:
         raise _Unknown
-    if (
-        op not in _MATMULS
-        and op not in _CONVS
-        and op not in _RECURRENT_GATES
-        and op not in ("Gemm", "ConvTranspose")
-    ):
+    if op not in _COUNTED:
         return 0.0
 
     def shape(name: str) -> list[int]:
