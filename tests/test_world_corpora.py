@@ -105,14 +105,21 @@ def make_wham(root, files: int, seconds: float) -> None:
     for i in range(files):
         path = root / ("tr" if i % 2 else "tt") / f"noise{i:03d}.wav"
         path.parent.mkdir(parents=True, exist_ok=True)
-        sf.write(str(path), 0.05 * rng.standard_normal(int(seconds * SAMPLE_RATE)).astype(np.float32), SAMPLE_RATE)
+        sf.write(
+            str(path), 0.05 * rng.standard_normal(int(seconds * SAMPLE_RATE)).astype(np.float32), SAMPLE_RATE
+        )
 
 
 def test_the_paper_protocol_config_declares_the_papers_users_and_builds_from_librispeech_and_wham(tmp_path):
     cfg = load_config(PAPER_CONFIG)
     w = cfg.world
     assert (w.speech.source, w.noise.source) == ("librispeech", "wham")
-    assert (w.adaptation_minutes, w.test_mixtures, w.test_seconds, tuple(w.snr_db)) == (5.0, 6, 10.0, (5.0, 5.0))
+    assert (w.adaptation_minutes, w.test_mixtures, w.test_seconds, tuple(w.snr_db)) == (
+        5.0,
+        6,
+        10.0,
+        (5.0, 5.0),
+    )
     assert (cfg.student.layers, cfg.student.hidden) == (2, 32)
     assert (cfg.teacher.layers, cfg.teacher.hidden) == (3, 1024)
     # the same file, pointed at (tiny) corpora on disk and shrunk, builds users from them
