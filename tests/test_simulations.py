@@ -16,6 +16,7 @@ sys.path.insert(0, str(SIMULATIONS))
 
 import paper_table  # noqa: E402
 import privacy_compute  # noqa: E402
+import readme_results  # noqa: E402
 import scale  # noqa: E402
 import studylib  # noqa: E402
 from studylib import StudyError  # noqa: E402
@@ -311,3 +312,40 @@ def test_command_line_error_is_one_line():
     assert proc.stderr.strip().splitlines() == [
         "paper_table: error: --students: unknown student size 48 (2×48); expected some of 32, 64, 128, 256"
     ]
+
+
+# ------------------------------------------------------------------------------------------------ README results
+def test_readme_tables_match_the_committed_results():
+    """The README's generated blocks are what simulations/readme_results.py makes of simulations/results/."""
+    readme = (SIMULATIONS.parent / "README.md").read_text()
+    text, changed = readme_results.render(readme)
+    assert changed == [], f"README out of date: {changed}; run python simulations/readme_results.py"
+    assert text == readme
+    assert readme.count("<!-- results: ") >= 3
+
+
+def test_readme_blocks_are_rewritten_from_result_files(tmp_path):
+    (tmp_path / "res").mkdir()
+    (tmp_path / "res" / "table.md").write_text("| a |\n|---|\n| 1 |\n")
+    readme = "# x\n\n<!-- results: paper_table res -->\nstale text\n<!-- /results -->\n\nafter\n"
+    text, changed = readme_results.render(readme, repo=tmp_path)
+    assert len(changed) == 1 and changed[0].startswith("paper_table (res")
+    assert (
+        text
+        == "# x\n\n<!-- results: paper_table res -->\n\n| a |\n|---|\n| 1 |\n\n<!-- /results -->\n\nafter\n"
+    )
+    again, unchanged = readme_results.render(text, repo=tmp_path)
+    assert again == text and unchanged == []
+
+
+def test_readme_block_errors_name_the_file(tmp_path):
+    with pytest.raises(StudyError, match=r"missing.*run the study first"):
+        readme_results.render("<!-- results: scale nowhere -->\n<!-- /results -->\n", repo=tmp_path)
+    with pytest.raises(StudyError, match=r"line 1: block 'scale' has no closing"):
+        readme_results.render("<!-- results: scale nowhere -->\ntext\n", repo=tmp_path)
+    with pytest.raises(StudyError, match=r"unknown study 'tables'"):
+        readme_results.render("<!-- results: tables x -->\n<!-- /results -->\n", repo=tmp_path)
+    (tmp_path / "pc").mkdir()
+    (tmp_path / "pc" / "results.json").write_text("{not json")
+    with pytest.raises(StudyError, match=r"results.json: not a privacy_compute results file"):
+        readme_results.render("<!-- results: privacy_compute pc -->\n<!-- /results -->\n", repo=tmp_path)

@@ -1,0 +1,137 @@
+"""readme_results: the README's result tables, generated from the studies' result files (never typed by hand).
+
+    python simulations/readme_results.py            # rewrite the generated blocks of README.md
+    python simulations/readme_results.py --check    # exit 1 (and say which block) when README.md is out of date
+
+A generated block in the README is everything between a start marker naming the study and the folder of its results
+and the end marker:
+
+    <!-- results: paper_table simulations/results/paper_table -->
+    …generated text…
+    <!-- /results -->
+
+What each study contributes (the folder is relative to the repository root):
+
+- ``paper_table``: ``table.md`` as written by ``simulations/paper_table.py``;
+- ``steps_sweep``: ``table.md`` of a ``paper_table.py --sweep … --sweep-only`` run;
+- ``privacy_compute``: the rows of ``results.json`` at the largest adaptation minutes (every mode × precision ×
+  codec) with the best cell per cost, in ``simulations/privacy_compute.py``'s own table format (all minutes stay
+  in that folder's ``tradeoff.md``);
+- ``scale``: ``scale.md`` as written by ``simulations/scale.py``.
+
+``tests/test_simulations.py`` runs the check, so a README whose tables differ from the committed result files fails
+the test suite: re-run the study (its command is next to each block), then this script, and commit both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+from studylib import REPO, StudyError, run_main
+
+START = re.compile(r"^<!-- results: (?P<study>\S+) (?P<folder>\S+) -->$")
+END = "<!-- /results -->"
+
+
+def _read(path: Path, what: str) -> str:
+    try:
+        return path.read_text()
+    except FileNotFoundError:
+        raise StudyError(f"{path}: missing ({what}); run the study first") from None
+    except OSError as err:
+        raise StudyError(f"{path}: cannot read it ({err.strerror})") from None
+
+
+def _privacy_compute(folder: Path, label: str) -> str:
+    import privacy_compute
+
+    path = folder / "results.json"
+    try:
+        data = json.loads(_read(path, "the privacy_compute study's results"))
+        rows, meta = data["rows"], data["meta"]
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        raise StudyError(f"{path}: not a privacy_compute results file ({err})") from None
+    if not rows:
+        raise StudyError(f"{path}: holds no rows")
+    most = max(r["minutes"] for r in rows)
+    at_most = [r for r in rows if r["minutes"] == most]
+    return (
+        f"Rows at {most:g} min of unlabeled audio per user (every minute count: `{label}/tradeoff.md`). "
+        + privacy_compute.markdown(at_most, meta)
+    )
+
+
+def generate(study: str, folder: Path, label: str) -> str:
+    """The text of one generated block (without its markers)."""
+    if study in ("paper_table", "steps_sweep"):
+        return _read(folder / "table.md", f"the {study} table")
+    if study == "scale":
+        return _read(folder / "scale.md", "the scale study's table")
+    if study == "privacy_compute":
+        return _privacy_compute(folder, label)
+    raise StudyError(f"unknown study {study!r} (expected paper_table, steps_sweep, privacy_compute or scale)")
+
+
+def render(readme: str, repo: Path = REPO, name: str = "README.md") -> tuple[str, list[str]]:
+    """``readme`` with every generated block regenerated, and the names of the blocks that changed."""
+    lines = readme.split("\n")
+    out: list[str] = []
+    changed: list[str] = []
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        out.append(line)
+        match = START.match(line.strip())
+        i += 1
+        if not match:
+            continue
+        start = i
+        while i < len(lines) and lines[i].strip() != END:
+            if START.match(lines[i].strip()):
+                break
+            i += 1
+        if i == len(lines) or lines[i].strip() != END:
+            raise StudyError(f"{name} line {start}: block '{match['study']}' has no closing {END}")
+        folder = (repo / match["folder"]).resolve()
+        body = "\n" + generate(match["study"], folder, match["folder"]).strip("\n") + "\n"
+        old = "\n".join(lines[start:i])
+        if old.strip("\n") != body.strip("\n"):
+            changed.append(f"{match['study']} ({match['folder']}, {name} line {start})")
+        out.extend(body.split("\n"))
+        out.append(lines[i])
+        i += 1
+    return "\n".join(out), changed
+
+
+def main(argv: list[str] | None = None) -> list[str]:
+    parser = argparse.ArgumentParser(prog="readme_results", description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--check", action="store_true", help="change nothing; exit 1 if a block is out of date"
+    )
+    parser.add_argument("--readme", default=str(REPO / "README.md"))
+    args = parser.parse_args(argv)
+    path = Path(args.readme)
+    text, changed = render(_read(path, "the README"), name=str(path))
+    if args.check:
+        if changed:
+            sys.exit(
+                "readme_results: out of date: "
+                + "; ".join(changed)
+                + " — run python simulations/readme_results.py"
+            )
+        print("readme_results: every generated block is up to date")
+    else:
+        path.write_text(text)
+        print(
+            f"readme_results: {len(changed)} block(s) rewritten"
+            + (": " + "; ".join(changed) if changed else "")
+        )
+    return changed
+
+
+if __name__ == "__main__":
+    run_main("readme_results", main)
