@@ -14,6 +14,7 @@ What each study contributes (the folder is relative to the repository root):
 
 - ``paper_table``: ``table.md`` as written by ``simulations/paper_table.py``;
 - ``steps_sweep``: ``table.md`` of a ``paper_table.py --sweep … --sweep-only`` run;
+- ``mask_ceiling``: ``table.md`` of ``simulations/mask_ceiling.py``;
 - ``privacy_compute``: the rows of ``results.json`` at the largest adaptation minutes (every mode × precision ×
   codec) with the best cell per cost, in ``simulations/privacy_compute.py``'s own table format (all minutes stay
   in that folder's ``tradeoff.md``);
@@ -67,13 +68,13 @@ def _privacy_compute(folder: Path, label: str) -> str:
 
 def generate(study: str, folder: Path, label: str) -> str:
     """The text of one generated block (without its markers)."""
-    if study in ("paper_table", "steps_sweep"):
+    if study in ("paper_table", "steps_sweep", "mask_ceiling"):
         return _read(folder / "table.md", f"the {study} table")
     if study == "scale":
         return _read(folder / "scale.md", "the scale study's table")
     if study == "privacy_compute":
         return _privacy_compute(folder, label)
-    raise StudyError(f"unknown study {study!r} (expected paper_table, steps_sweep, privacy_compute or scale)")
+    raise StudyError(f"unknown study {study!r} (expected paper_table, steps_sweep, mask_ceiling, privacy_compute or scale)")
 
 
 def render(readme: str, repo: Path = REPO, name: str = "README.md") -> tuple[str, list[str]]:

@@ -4,16 +4,19 @@ are documented in simulations/README.md, not run here)."""
 from __future__ import annotations
 
 import csv
+import json
 import math
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 SIMULATIONS = Path(__file__).resolve().parent.parent / "simulations"
 sys.path.insert(0, str(SIMULATIONS))
 
+import mask_ceiling  # noqa: E402
 import paper_table  # noqa: E402
 import privacy_compute  # noqa: E402
 import readme_results  # noqa: E402
@@ -349,3 +352,35 @@ def test_readme_block_errors_name_the_file(tmp_path):
     (tmp_path / "pc" / "results.json").write_text("{not json")
     with pytest.raises(StudyError, match=r"results.json: not a privacy_compute results file"):
         readme_results.render("<!-- results: privacy_compute pc -->\n<!-- /results -->\n", repo=tmp_path)
+
+
+# ------------------------------------------------------------------------------------------------ mask ceiling
+def test_oracle_masks_reconstruct_clean_speech_and_beat_the_mixture():
+    from fedpse.audio.metrics import si_sdr
+
+    rng = np.random.default_rng(0)
+    t = np.arange(16000 * 2) / 16000
+    clean = (0.3 * np.sin(2 * np.pi * 220 * t) * (1 + np.sin(2 * np.pi * 3 * t))).astype(np.float32)
+    perfect = mask_ceiling.oracle_masks(clean, clean)
+    assert all(si_sdr(w, clean) > 40 for w in perfect.values())
+    noisy = clean + 0.3 * rng.standard_normal(len(clean)).astype(np.float32)
+    est = mask_ceiling.oracle_masks(noisy, clean)
+    assert est["irm"].shape == noisy.shape
+    assert si_sdr(est["psm"], clean) > si_sdr(est["irm"], clean) > si_sdr(noisy, clean) + 5
+
+
+def test_mask_ceiling_reads_models_only_where_every_user_has_them(tmp_path):
+    rows = [
+        {"snr_db": 5.0, "user": "u0", "student": 32, "teacher": "gru", "si_sdr_generic": 10.0, "si_sdr_teacher": 12.0},
+        {"snr_db": 5.0, "user": "u1", "student": 32, "teacher": "gru", "si_sdr_generic": 11.0, "si_sdr_teacher": 14.0},
+        {"snr_db": 5.0, "user": "u0", "student": 32, "teacher": "convtasnet", "si_sdr_generic": 10.0,
+         "si_sdr_teacher": 15.0},
+        {"snr_db": 5.0, "user": "u1", "student": 64, "teacher": "convtasnet", "si_sdr_generic": 99.0,
+         "si_sdr_teacher": 99.0},
+    ]  # fmt: skip
+    path = tmp_path / "rows.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    assert mask_ceiling.models_from_rows(path, ["u0", "u1"]) == {5.0: {"generic": 10.5, "gru": 13.0}}
+    path.write_text("{bad\n")
+    with pytest.raises(StudyError, match=r"rows.jsonl line 1: not JSON"):
+        mask_ceiling.models_from_rows(path, ["u0"])
