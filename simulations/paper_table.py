@@ -11,9 +11,10 @@ ConvTasNet), and how close does it get to the teacher? No federation: the bare p
 
 Durations on the 2-core machine (2 worker processes), measured with other jobs keeping the load at 5–7: --quick
 1 min 50 s (4 min 10 s the very first time, while the ConvTasNet outputs and the teachers' test scores go into the
-result cache). Full, estimated from per-user adaptation times (100 steps: ≈ 10 s for 2×32 … ≈ 21 s for 2×256 per
-user and teacher on an idle core, + ≈ 20 s of teacher inference per user and SNR the first time): ≈ 3 h idle,
-5–6 h at that load; ``--students 32 256`` ≈ 1 h 50 min idle, then 64 and 128 ≈ 1 h 10 min more.
+result cache). Full, measured in parts on the idle machine: the 2×64/2×128/2×256 rows (804 adaptations, 134
+(SNR, user) jobs) 1 h 47 min, the 2×32 rows ≈ 48 min — ≈ 2 h 35 min from scratch (adaptation per user and teacher,
+100 steps: ≈ 9 s for 2×32, 10 s 2×64, 13 s 2×128, 24 s 2×256), + ≈ 20 s of teacher inference per user and SNR the
+first time and ≈ 1 min per fixed-SNR world built on first use.
 Runs can be stopped and continued: every finished (SNR, user) is appended to ``rows.jsonl`` in --out and
 reused by the next run with the same settings (``--fresh`` recomputes), so ``--students 32 256`` now and the full
 command later computes only the missing students.

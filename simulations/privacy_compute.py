@@ -9,9 +9,9 @@ ratios gain per MB, gain per exposed minute, gain per device GMAC.
     python simulations/privacy_compute.py --quick      # smoke test: 5 runs × 3 users, minutes 0.5 / 1, 5 steps/round
     python simulations/privacy_compute.py --users 8 --precisions fp16 int8 --codecs flac --minutes 1 2
 
-Durations on the 2-core machine, measured with other jobs keeping the load at 6–7: --quick 1 min 10 s; full (15 runs
-× 12 users × 4 rounds = 720 user-rounds, one Ray start-up) ≈ 45 min at that load (3.6 s per user and round,
-measured on 4 users × 4 rounds × 3 modes with the full settings), ≈ 25 min on an idle machine (estimated). Teacher
+Durations on the 2-core machine: --quick 1 min 10 s (measured at load 6–7); full (15 runs × 12 users × 4 rounds =
+720 user-rounds, one Ray start-up) 26 min 29 s on the idle machine (measured, 2026-11-24; peak RSS of the driver
+1.0 GB). Teacher
 outputs and baseline scores come from the result cache ``federation.cache_dir`` after their first computation.
 
 One ``fedpse simulate`` run per cell of the grid, all in ONE ``simulate_many`` call (one Ray start-up), on the default

@@ -74,7 +74,9 @@ def generate(study: str, folder: Path, label: str) -> str:
         return _read(folder / "scale.md", "the scale study's table")
     if study == "privacy_compute":
         return _privacy_compute(folder, label)
-    raise StudyError(f"unknown study {study!r} (expected paper_table, steps_sweep, mask_ceiling, privacy_compute or scale)")
+    raise StudyError(
+        f"unknown study {study!r} (expected paper_table, steps_sweep, mask_ceiling, privacy_compute or scale)"
+    )
 
 
 def render(readme: str, repo: Path = REPO, name: str = "README.md") -> tuple[str, list[str]]:
