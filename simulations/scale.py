@@ -277,6 +277,24 @@ def main(argv: list[str] | None = None) -> dict:
     old = {} if s["fresh"] else _read_points(out / "scale.json", setting)
     if s["tables_only"] and not old:
         raise StudyError(f"--tables-only: no points of these settings in {out / 'scale.json'}")
+
+    def write(points: list[dict]) -> str:
+        fit = analyse(points)
+        text = markdown(points, fit, s["preset_users"])
+        write_json(
+            out / "scale.json",
+            {
+                "setting": setting,
+                "overrides": s["overrides"],
+                "world_open_or_build_seconds": world_seconds,
+                "points": points,
+                "fit": fit,
+            },
+        )
+        (out / "scale.md").write_text(text)
+        plot(points, out / "scale.png")
+        return text
+
     for n in [] if s["tables_only"] else s["users"]:
         print(f"scale: {n} users …", flush=True)
         point = measure_point(n, out / "runs" / f"users-{n}", s["overrides"], s["keep_devices"])
@@ -286,19 +304,9 @@ def main(argv: list[str] | None = None) -> dict:
             f"peak RSS {point['peak_rss_mb']:.0f} MB, PSS {point['peak_pss_mb']:.0f} MB",
             flush=True,
         )
-    points = [old[n] for n in sorted(old)]
-    fit = analyse(points)
-    text = markdown(points, fit, s["preset_users"])
-    results = {
-        "setting": setting,
-        "overrides": s["overrides"],
-        "world_open_or_build_seconds": world_seconds,
-        "points": points,
-        "fit": fit,
-    }
-    write_json(out / "scale.json", results)
-    (out / "scale.md").write_text(text)
-    plot(points, out / "scale.png")
+        write([old[k] for k in sorted(old)])  # after every point: a stopped run keeps what it measured
+    text = write([old[n] for n in sorted(old)])
+    results = json.loads((out / "scale.json").read_text())
     print(text)
     print(f"scale: wrote {out / 'scale.md'}, {out / 'scale.json'}, {out / 'scale.png'}")
     return results
