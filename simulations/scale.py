@@ -278,22 +278,20 @@ def main(argv: list[str] | None = None) -> dict:
     if s["tables_only"] and not old:
         raise StudyError(f"--tables-only: no points of these settings in {out / 'scale.json'}")
 
-    def write(points: list[dict]) -> str:
+    def write(points: list[dict]) -> tuple[str, dict]:
         fit = analyse(points)
         text = markdown(points, fit, s["preset_users"])
-        write_json(
-            out / "scale.json",
-            {
-                "setting": setting,
-                "overrides": s["overrides"],
-                "world_open_or_build_seconds": world_seconds,
-                "points": points,
-                "fit": fit,
-            },
-        )
+        results = {
+            "setting": setting,
+            "overrides": s["overrides"],
+            "world_open_or_build_seconds": world_seconds,
+            "points": points,
+            "fit": fit,
+        }
+        write_json(out / "scale.json", results)
         (out / "scale.md").write_text(text)
         plot(points, out / "scale.png")
-        return text
+        return text, results
 
     for n in [] if s["tables_only"] else s["users"]:
         print(f"scale: {n} users …", flush=True)
@@ -305,8 +303,7 @@ def main(argv: list[str] | None = None) -> dict:
             flush=True,
         )
         write([old[k] for k in sorted(old)])  # after every point: a stopped run keeps what it measured
-    text = write([old[n] for n in sorted(old)])
-    results = json.loads((out / "scale.json").read_text())
+    text, results = write([old[n] for n in sorted(old)])
     print(text)
     print(f"scale: wrote {out / 'scale.md'}, {out / 'scale.json'}, {out / 'scale.png'}")
     return results
