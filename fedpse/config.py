@@ -137,6 +137,11 @@ class TeacherConfig:
     bidirectional: bool = _f(
         True, "bidirectional GRU teacher (it runs offline on recorded chunks, so it may look ahead)"
     )
+    magnitude: str = _f(
+        "linear",
+        "GRU input feature (arch=gru): linear magnitude as in the paper, or log1p (log(1 + |X|))",
+        choices=["linear", "log1p"],
+    )
     convtasnet: ConvTasNetConfig = _sub(ConvTasNetConfig)
     onnx: OnnxTeacherConfig = _sub(OnnxTeacherConfig)
     checkpoint: str | None = _f(

@@ -57,9 +57,14 @@ from studylib import (
 STUDENT_SIZES = (32, 64, 128, 256)
 TEACHERS = {
     "gru": ["teacher.arch=gru", "teacher.checkpoint=builtin:teacher-gru"],
+    "gru-large": [
+        "teacher.arch=gru",
+        "teacher.hidden=512",
+        "teacher.checkpoint=builtin:teacher-gru-large",
+    ],
     "convtasnet": ["teacher.arch=convtasnet", "teacher.checkpoint=builtin:teacher-convtasnet"],
 }
-TEACHER_LABELS = {"gru": "GRU T", "convtasnet": "CTN T"}
+TEACHER_LABELS = {"gru": "GRU T", "gru-large": "GRU-L T", "convtasnet": "CTN T"}
 
 
 # ------------------------------------------------------------------------------------------------ settings
@@ -365,6 +370,70 @@ def md_paper(table: dict, teachers: list[str]) -> str:
     return text
 
 
+PREMISE_DB = 3.0  # issue 3: each teacher must lead the generic 2×32 student by this much on held-out users
+
+
+def md_premise(table: dict, student: int = 32, snrs: tuple[float, ...] = (0.0, 5.0)) -> str:
+    """One student at a few SNRs, every teacher: SI-SDR means, then gains, closure and the teachers' lead.
+
+    The README's "Zero-shot adaptation on held-out users" tables; a lead of at least ``PREMISE_DB`` is in bold.
+    """
+    cells = [(snr, table.get(f"{snr:g}", {}).get(str(student), {})) for snr in snrs]
+    cells = [(snr, by_t) for snr, by_t in cells if by_t]
+    if not cells:
+        raise StudyError(f"the paper table has no 2×{student} rows at {', '.join(f'{s:g}' for s in snrs)} dB")
+    teachers = [t for t in TEACHERS if any(t in by_t for _, by_t in cells)]
+    label = {t: TEACHER_LABELS[t] for t in teachers}
+    means = []
+    for snr, by_t in cells:
+        first = next(iter(by_t.values()))
+        means.append(
+            [f"{num(snr, 0)} dB", num(first["mixture"]), num(first["generic"])]
+            + [num(by_t[t]["adapted"]) if t in by_t else "–" for t in teachers]
+            + [num(by_t[t]["teacher"]) if t in by_t else "–" for t in teachers]
+        )
+    text = f"SI-SDR (dB), mean over users; generic = the shipped 2×{student}, adapted = after its zero-shot fine-tuning.\n\n"
+    text += md_table(
+        ["input SNR", "mixture", f"generic 2×{student}"]
+        + [f"adapted ({label[t]})" for t in teachers]
+        + [label[t] for t in teachers],
+        means,
+    )
+    detail = []
+    for snr, by_t in cells:
+        for t in teachers:
+            if t not in by_t:
+                continue
+            c = by_t[t]
+            lead = num(c["teacher_minus_generic"], signed=True) + " dB"
+            detail.append(
+                [
+                    f"{num(snr, 0)} dB",
+                    label[t],
+                    num(c["gain_mean"], signed=True) + " dB",
+                    f"{c['improved_pct']:.0f} %",
+                    f"{num(c['gap_closure_of_means'])} / {num(c['gap_closure_median'])}",
+                    f"**{lead}**" if c["teacher_minus_generic"] >= PREMISE_DB else lead,
+                    c["users"],
+                    f"{c['adapt_wall_seconds_mean']:.1f}",
+                ]
+            )
+    text += "\n" + md_table(
+        [
+            "input SNR",
+            "teacher",
+            "mean gain",
+            "users improved",
+            "gap closure: of means / per-user median",
+            f"teacher − generic (bold: ≥ {PREMISE_DB:g} dB)",
+            "users",
+            "adapt s/user",
+        ],
+        detail,
+    )
+    return text
+
+
 # ------------------------------------------------------------------------------------------------ rows on disk
 def setting_key(cfg, world_key: str, student_key: str, teacher_key: str, chunks: int | None) -> str:
     """What a row depends on besides (SNR, user, student, teacher): adaptation settings, audio, model weights."""
@@ -432,7 +501,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--users", type=int, help="the default world's first N users")
     ap.add_argument("--snr", type=float, nargs="+", help="input SNRs (dB)")
     ap.add_argument("--students", type=int, nargs="+", help="student sizes H of 2×H: 32 64 128 256")
-    ap.add_argument("--teachers", nargs="+", help="gru convtasnet")
+    ap.add_argument("--teachers", nargs="+", help=" ".join(TEACHERS))
     ap.add_argument(
         "--adapt-minutes", type=float, help="use the first M minutes of each user's adaptation audio"
     )

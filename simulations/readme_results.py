@@ -13,6 +13,8 @@ and the end marker:
 What each study contributes (the folder is relative to the repository root):
 
 - ``paper_table``: ``table.md`` as written by ``simulations/paper_table.py``;
+- ``premise``: the 2×32 student at 0 and 5 dB with every teacher, from the paper table's ``results.json``
+  (``paper_table.md_premise``: the issue's table in the paper's shape and the teachers' lead over the student);
 - ``steps_sweep``: ``table.md`` of a ``paper_table.py --sweep … --sweep-only`` run;
 - ``mask_ceiling``: ``table.md`` of ``simulations/mask_ceiling.py``;
 - ``privacy_compute``: the rows of ``results.json`` at the largest adaptation minutes (every mode × precision ×
@@ -66,16 +68,29 @@ def _privacy_compute(folder: Path, label: str) -> str:
     )
 
 
+def _premise(folder: Path) -> str:
+    import paper_table
+
+    path = folder / "results.json"
+    try:
+        table = json.loads(_read(path, "the paper table's results"))["table"]
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        raise StudyError(f"{path}: not a paper_table results file ({err})") from None
+    return paper_table.md_premise(table)
+
+
 def generate(study: str, folder: Path, label: str) -> str:
     """The text of one generated block (without its markers)."""
     if study in ("paper_table", "steps_sweep", "mask_ceiling"):
         return _read(folder / "table.md", f"the {study} table")
+    if study == "premise":
+        return _premise(folder)
     if study == "scale":
         return _read(folder / "scale.md", "the scale study's table")
     if study == "privacy_compute":
         return _privacy_compute(folder, label)
     raise StudyError(
-        f"unknown study {study!r} (expected paper_table, steps_sweep, mask_ceiling, privacy_compute or scale)"
+        f"unknown study {study!r} (expected paper_table, premise, steps_sweep, mask_ceiling, privacy_compute or scale)"
     )
 
 

@@ -107,3 +107,27 @@ def test_update_card_adds_measured_figures_without_touching_weights(tmp_path):
     assert json.loads(card_path(path).read_text())["held_out_users"]["5"]["si_sdr"] == 9.5
     for a, b in zip(model.state_dict().values(), reloaded.state_dict().values(), strict=True):
         torch.testing.assert_close(a.half().float(), b)
+
+
+def test_an_architecture_key_absent_from_an_older_checkpoint_reads_as_its_default(tmp_path, student):
+    path = tmp_path / "old.pt"
+    save_checkpoint(path, student)
+    payload = torch.load(path, weights_only=True)
+    del payload["spec"]["magnitude"]  # written before GRUMaskNet had a magnitude option
+    torch.save(payload, path)
+    loaded, _ = load_checkpoint(path, expected_arch={"arch": "gru", "hidden": 32, "magnitude": "linear"})
+    assert loaded.magnitude == "linear"
+    with pytest.raises(CheckpointError, match=r"magnitude='<absent>'.*expected magnitude='log1p'"):
+        load_checkpoint(path, expected_arch={"arch": "gru", "magnitude": "log1p"})
+
+
+def test_log1p_gru_round_trip_keeps_its_input_feature(tmp_path):
+    torch.manual_seed(0)
+    model = GRUMaskNet(num_layers=1, hidden=16, bidirectional=True, magnitude="log1p").eval()
+    path = tmp_path / "teacher.pt"
+    save_checkpoint(path, model, dtype="fp32")
+    loaded, card = load_checkpoint(path, expected_arch={"arch": "gru", "magnitude": "log1p"})
+    assert loaded.magnitude == "log1p" and card["arch"] == "gru 1x16 bidirectional log1p"
+    wave = torch.randn(1, 8000) * 0.1
+    with torch.no_grad():
+        assert torch.allclose(loaded(wave), model(wave), atol=1e-6)

@@ -43,6 +43,7 @@ def test_integers_are_accepted_for_floats():
         ),
         ("world.speech.source=librispeech", "world.speech.path: required"),
         ("world.room.enabled=maybe", "world.room.enabled: expected true/false"),
+        ("teacher.magnitude=log", "teacher.magnitude: expected one of"),
         ("world=3", "world: expected a mapping"),
         ("nonsense", "expected dotted.key=value"),
     ],

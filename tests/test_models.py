@@ -48,6 +48,28 @@ def test_gru_mask_net_bidirectional_and_other_stft_sizes():
     assert model(torch.randn(2, 3333)).shape == (2, 3333)
 
 
+def test_log1p_magnitude_feature_changes_only_what_the_gru_sees():
+    torch.manual_seed(0)
+    linear = GRUMaskNet(num_layers=1, hidden=8, bidirectional=True)
+    logged = GRUMaskNet(num_layers=1, hidden=8, bidirectional=True, magnitude="log1p")
+    logged.load_state_dict(linear.state_dict())
+    wave = torch.randn(2, 4000)
+    with torch.no_grad():
+        out_linear, out_logged = linear(wave), logged(wave)
+    assert out_logged.shape == wave.shape
+    assert not torch.allclose(out_linear, out_logged)
+    # The same weights fed log(1 + |X|) by hand give the log1p model's mask.
+    spec = logged.stft(wave)
+    features, _ = linear.gru(torch.log1p(spec.abs().transpose(1, 2)))
+    mask = torch.sigmoid(linear.mask(features)).transpose(1, 2)
+    with torch.no_grad():
+        assert torch.allclose(linear.stft.inverse(spec * mask, length=4000), out_logged, atol=1e-6)
+    assert model_spec(logged)["magnitude"] == "log1p"
+    assert describe_spec(model_spec(logged)) == "gru 1x8 bidirectional log1p"
+    with pytest.raises(ValueError, match=r"magnitude must be one of .*'log'"):
+        GRUMaskNet(magnitude="log")
+
+
 def test_audio_shorter_than_one_stft_frame_is_rejected_with_length_and_minimum():
     with pytest.raises(ValueError, match=r"1000 samples.*at least 1024"):
         GRUMaskNet()(torch.randn(1, 1000))
@@ -101,6 +123,7 @@ def test_registry_builds_and_describes_models_so_checkpoints_can_rebuild_them():
         "n_fft": 1024,
         "hop": 256,
         "bidirectional": False,
+        "magnitude": "linear",
     }
     assert describe_spec(spec) == "gru 2x64"
     rebuilt = build_from_spec(spec)
@@ -160,3 +183,6 @@ def test_macs_grow_with_model_size_and_accept_specs():
     assert macs_per_second(big) > 5 * macs_per_second(small)
     assert macs_per_second(model_spec(small)) == macs_per_second(small)
     assert math.isfinite(macs_per_second(ConvTasNet()))
+    logged = GRUMaskNet(2, 32, magnitude="log1p")
+    assert macs_breakdown(logged)["spectral"] > macs_breakdown(small)["spectral"]
+    assert macs_breakdown(logged)["gru"] == macs_breakdown(small)["gru"]

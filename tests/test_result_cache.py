@@ -43,6 +43,9 @@ def test_other_audio_or_other_weights_or_a_damaged_file_is_computed_again(tmp_pa
     assert cache.misses == 2
     other = GRUMaskNet(num_layers=1, hidden=8).eval()  # different random weights
     assert model_key(other) != model_key(teacher)
+    logged = GRUMaskNet(num_layers=1, hidden=8, magnitude="log1p").eval()
+    logged.load_state_dict(teacher.state_dict())  # same weights, other input feature: other outputs
+    assert model_key(logged) != model_key(teacher)
     for path in tmp_path.rglob("*.npy"):
         path.write_bytes(b"not an array")
     again = ResultCache(tmp_path)

@@ -137,6 +137,35 @@ def test_paper_table_has_the_papers_columns():
     assert "| 0 dB | 2×32 | GRU T | +0.00 | 50 % |" in text
 
 
+def test_premise_table_shows_every_teachers_lead_over_the_student_and_bolds_three_db(tmp_path):
+    rows = [
+        _row(0.0, "u0", 32, "gru", 7.0, 8.0, 9.0),
+        _row(0.0, "u0", 32, "gru-large", 7.0, 8.5, 10.5),
+        _row(5.0, "u0", 32, "convtasnet", 11.0, 12.5, 15.0),
+        _row(5.0, "u0", 256, "gru", 12.0, 12.5, 13.0),  # another student: not in this table
+        _row(10.0, "u0", 32, "gru", 14.0, 15.0, 16.0),  # another SNR: not in this table
+    ]
+    table = paper_table.tabulate(rows)
+    text = paper_table.md_premise(table)
+    lines = text.splitlines()
+    assert lines[2] == (
+        "| input SNR | mixture | generic 2×32 | adapted (GRU T) | adapted (GRU-L T) | adapted (CTN T) "
+        "| GRU T | GRU-L T | CTN T |"
+    )
+    assert "| 0 dB | 0.00 | 7.00 | 8.00 | 8.50 | – | 9.00 | 10.50 | – |" in lines
+    assert "| 5 dB | 5.00 | 11.00 | – | – | 12.50 | – | – | 15.00 |" in lines
+    assert not any(line.startswith("| 10 dB") for line in lines)
+    assert "| 0 dB | GRU T | +1.00 dB | 100 % | 0.50 / 0.50 | +2.00 dB | 1 | 9.0 |" in lines
+    assert "| 0 dB | GRU-L T | +1.50 dB | 100 % | 0.43 / 0.43 | **+3.50 dB** | 1 | 9.0 |" in lines
+    assert "| 5 dB | CTN T | +1.50 dB | 100 % | 0.38 / 0.38 | **+4.00 dB** | 1 | 9.0 |" in lines
+    with pytest.raises(StudyError, match=r"no 2×64 rows at 0, 5 dB"):
+        paper_table.md_premise(table, student=64)
+    (tmp_path / "pt").mkdir()
+    (tmp_path / "pt" / "results.json").write_text(json.dumps({"table": table}))
+    text, _ = readme_results.render("<!-- results: premise pt -->\n<!-- /results -->\n", repo=tmp_path)
+    assert "**+3.50 dB**" in text
+
+
 def test_rows_file_survives_a_cut_line(tmp_path):
     path = tmp_path / "rows.jsonl"
     path.write_text('{"user": "u0"}\n{"user": "u1"}\n{"user": "u')

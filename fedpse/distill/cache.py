@@ -32,6 +32,9 @@ def model_key(model) -> str:
         for name, tensor in sorted(model.state_dict().items()):
             digest.update(name.encode())
             digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        magnitude = getattr(model, "magnitude", "linear")
+        if magnitude != "linear":  # the GRU's input feature changes its output, not its weights
+            digest.update(f"magnitude={magnitude}".encode())
     else:
         digest.update(Path(model.path).read_bytes())
         for attr in ("framing", "sample_rate", "_chunk", "_hop", "_block", "_shift"):

@@ -22,7 +22,7 @@ from torch import nn
 
 import fedpse
 from fedpse.models.macs import count_params, macs_per_second
-from fedpse.models.registry import build_from_spec, describe_spec, model_spec
+from fedpse.models.registry import arch_kwargs, build_from_spec, describe_spec, model_spec
 
 FORMAT = "fedpse-checkpoint"
 VERSION = 1
@@ -132,7 +132,8 @@ def load_checkpoint(path: str | Path, expected_arch: dict | None = None) -> tupl
     payload = read_checkpoint(path)
     spec = payload["spec"]
     if expected_arch:
-        diffs = {k: v for k, v in expected_arch.items() if spec.get(k, _MISSING) != v}
+        defaults = _spec_defaults(spec)  # a key added to an architecture later reads as its default in old files
+        diffs = {k: v for k, v in expected_arch.items() if spec.get(k, defaults.get(k, _MISSING)) != v}
         if diffs:
             have = ", ".join(f"{k}={spec.get(k, '<absent>')!r}" for k in diffs)
             want = ", ".join(f"{k}={v!r}" for k, v in diffs.items())
@@ -147,6 +148,13 @@ def load_checkpoint(path: str | Path, expected_arch: dict | None = None) -> tupl
     _check_state(path, model, state, spec)
     model.load_state_dict(state)
     return model.eval(), payload["card"]
+
+
+def _spec_defaults(spec: object) -> dict:
+    try:
+        return arch_kwargs(spec["arch"])
+    except (TypeError, KeyError, ValueError):
+        return {}
 
 
 def _check_state(path: Path | str, model: nn.Module, state: dict, spec: dict) -> None:

@@ -8,6 +8,10 @@ normalisation. No fixed input scale is applied either: typical speech levels (-3
 of roughly 0.01..50, which a GRU handles; the mask is bounded (sigmoid) and the KD loss is scale-invariant, so only
 the GRU's input depends on level. Unidirectional (the default) is causal in the recurrence; the centered STFT frame
 still looks ``n_fft // 2`` samples (32 ms) ahead.
+
+``magnitude="log1p"`` is the one departure, for teachers only: the GRU sees ``log(1 + |X|)``, which compresses the
+0.01..50 range of linear magnitudes into 0.01..4 (pretraining a 2x256 bidirectional teacher on it reached a higher
+validation SI-SDR sooner than on linear magnitudes; see README, "Teachers"). Students stay linear, as in the paper.
 """
 
 from __future__ import annotations
@@ -24,6 +28,9 @@ def _positive_int(name: str, value: object) -> int:
     return value
 
 
+MAGNITUDE_FEATURES = ("linear", "log1p")
+
+
 class GRUMaskNet(nn.Module):
     """Magnitude-mask GRU. ``forward(wave[B, T] or [T]) -> enhanced wave of the same shape``."""
 
@@ -34,12 +41,16 @@ class GRUMaskNet(nn.Module):
         n_fft: int = N_FFT,
         hop: int = HOP,
         bidirectional: bool = False,
+        magnitude: str = "linear",
     ):
         super().__init__()
         _positive_int("num_layers", num_layers)
         _positive_int("hidden", hidden)
         if not isinstance(bidirectional, bool):
             raise ValueError(f"bidirectional must be a bool, got {bidirectional!r}")
+        if magnitude not in MAGNITUDE_FEATURES:
+            raise ValueError(f"magnitude must be one of {list(MAGNITUDE_FEATURES)}, got {magnitude!r}")
+        self.magnitude = magnitude
         self.stft = Stft(n_fft, hop)
         self.num_layers = num_layers
         self.hidden = hidden
@@ -59,6 +70,7 @@ class GRUMaskNet(nn.Module):
             "n_fft": self.stft.n_fft,
             "hop": self.stft.hop,
             "bidirectional": self.bidirectional,
+            "magnitude": self.magnitude,
         }
 
     @property
@@ -76,6 +88,8 @@ class GRUMaskNet(nn.Module):
         check_min_length(wave.shape[-1], self.stft.n_fft, who="GRUMaskNet")
         spec = self.stft(wave)  # [B, F, frames] complex
         magnitude = spec.abs().transpose(1, 2)  # [B, frames, F], linear magnitude as in the paper
+        if self.magnitude == "log1p":
+            magnitude = torch.log1p(magnitude)
         features, _ = self.gru(magnitude)
         mask = torch.sigmoid(self.mask(features)).transpose(1, 2)  # [B, F, frames]
         out = self.stft.inverse(spec * mask, length=wave.shape[-1])

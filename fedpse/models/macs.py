@@ -38,7 +38,12 @@ def fft_macs(n_fft: int) -> float:
 
 
 def gru_macs_per_frame(
-    num_layers: int, hidden: int, n_fft: int = 1024, bidirectional: bool = False, **_ignored
+    num_layers: int,
+    hidden: int,
+    n_fft: int = 1024,
+    bidirectional: bool = False,
+    magnitude: str = "linear",
+    **_ignored,
 ) -> dict[str, float]:
     """Per-frame MAC breakdown of ``GRUMaskNet``: ``gru``, ``gru_elementwise``, ``mask_layer``, ``stft``, ``spectral``."""
     bins = n_fft // 2 + 1
@@ -53,7 +58,8 @@ def gru_macs_per_frame(
         "gru_elementwise": elementwise,
         "mask_layer": hidden * directions * bins,
         "stft": 2 * (fft_macs(n_fft) + n_fft),  # analysis + synthesis FFTs and windows
-        "spectral": 2 * bins + 2 * bins,  # magnitude, mask product
+        # magnitude (+ log1p), mask product
+        "spectral": 2 * bins + 2 * bins + (bins if magnitude == "log1p" else 0),
     }
 
 

@@ -55,7 +55,8 @@ def describe_spec(spec: dict) -> str:
     arch = spec.get("arch", "?")
     if arch == "gru":
         text = f"gru {spec.get('num_layers')}x{spec.get('hidden')}"
-        return text + (" bidirectional" if spec.get("bidirectional") else "")
+        text += " bidirectional" if spec.get("bidirectional") else ""
+        return text + (f" {spec['magnitude']}" if spec.get("magnitude", "linear") != "linear" else "")
     if arch == "convtasnet":
         sizes = " ".join(f"{k}={spec.get(k)}" for k in ("N", "L", "B", "H", "P", "X", "R"))
         return f"convtasnet {sizes}" + (" causal" if spec.get("causal") else "")

@@ -25,7 +25,13 @@ def student_spec(cfg: Config) -> dict:
 def teacher_spec(cfg: Config) -> dict:
     t = cfg.teacher
     if t.arch == "gru":
-        return {"arch": "gru", "num_layers": t.layers, "hidden": t.hidden, "bidirectional": t.bidirectional}
+        return {
+            "arch": "gru",
+            "num_layers": t.layers,
+            "hidden": t.hidden,
+            "bidirectional": t.bidirectional,
+            "magnitude": t.magnitude,
+        }
     if t.arch == "convtasnet":
         c = t.convtasnet
         return {
@@ -65,7 +71,7 @@ def _load_or_init(spec: dict, ref: str | None, key: str) -> tuple[nn.Module, dic
     expected = {
         k: v
         for k, v in spec.items()
-        if k in ("arch", "num_layers", "hidden", "bidirectional", "N", "B", "H", "X", "R")
+        if k in ("arch", "num_layers", "hidden", "bidirectional", "magnitude", "N", "B", "H", "X", "R")
     }
     return load_checkpoint(resolve_checkpoint(ref, key), expected_arch=expected)
 
