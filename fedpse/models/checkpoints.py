@@ -132,7 +132,8 @@ def load_checkpoint(path: str | Path, expected_arch: dict | None = None) -> tupl
     payload = read_checkpoint(path)
     spec = payload["spec"]
     if expected_arch:
-        defaults = _spec_defaults(spec)  # a key added to an architecture later reads as its default in old files
+        # A key added to an architecture later (e.g. the GRU's magnitude) reads as its default in older files.
+        defaults = _spec_defaults(spec)
         diffs = {k: v for k, v in expected_arch.items() if spec.get(k, defaults.get(k, _MISSING)) != v}
         if diffs:
             have = ", ".join(f"{k}={spec.get(k, '<absent>')!r}" for k in diffs)
