@@ -24,7 +24,10 @@ import json
 from pathlib import Path
 
 import numpy as np
+from paper_table import TEACHER_LABELS, TEACHERS
 from studylib import RESULTS_DIR, StudyError, md_table, num, prepare_out, run_main, write_json
+
+TEACHER_NAMES = tuple(TEACHERS)
 
 QUICK = {"users": 4, "snr_db": [5.0]}
 FULL = {"users": 40, "snr_db": [0.0, 5.0]}
@@ -69,11 +72,36 @@ def models_from_rows(path: Path, users: list[str]) -> dict[float, dict[str, floa
     means = {}
     for snr, cell in out.items():
         means[snr] = {}
-        for name in ("generic", "gru", "convtasnet"):
+        for name in ("generic", *TEACHER_NAMES):
             values = [v for (k, _), v in cell.items() if k == name]
             if len(values) == len(users):  # only when every user has it
                 means[snr][name] = float(np.mean(values))
     return means
+
+
+def markdown(results: list[dict]) -> str:
+    """The oracle masks next to the 2×32 student and every teacher that has a score for every user."""
+    teachers = [t for t in TEACHER_NAMES if any(f"si_sdr_{t}" in r for r in results)]
+    gru_teachers = [t for t in teachers if t.startswith("gru")]
+    rows = [
+        [
+            f"{num(r['snr_db'], 0)} dB",
+            num(r["si_sdr_noisy"]),
+            num(r["si_sdr_irm"]),
+            num(r["si_sdr_psm"]),
+            num(r.get("si_sdr_generic")),
+            *[num(r.get(f"si_sdr_{t}")) for t in teachers],
+            *[num(r["si_sdr_irm"] - r[f"si_sdr_{t}"]) if f"si_sdr_{t}" in r else "–" for t in gru_teachers],
+        ]
+        for r in results
+    ]
+    headers = ["input SNR", "mixture", "oracle IRM", "oracle PSM", "2×32 pretrained"]
+    headers += [TEACHER_LABELS[t] for t in teachers] + [f"IRM − {TEACHER_LABELS[t]}" for t in gru_teachers]
+    return (
+        f"SI-SDR (dB), mean over {results[0]['users']} users' held-out test mixtures; oracle masks clipped to [0, 1] "
+        "on the STFT 1024/256 (Hann); models from the paper table's rows (– where not every user has a row).\n\n"
+        + md_table(headers, rows)
+    )
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -121,36 +149,7 @@ def main(argv: list[str] | None = None) -> dict:
             }
         )
         print(f"mask_ceiling: {snr:g} dB: " + ", ".join(f"{k} {num(v)}" for k, v in results[-1].items()))
-    rows = [
-        [
-            f"{num(r['snr_db'], 0)} dB",
-            num(r["si_sdr_noisy"]),
-            num(r["si_sdr_irm"]),
-            num(r["si_sdr_psm"]),
-            num(r.get("si_sdr_generic")),
-            num(r.get("si_sdr_gru")),
-            num(r.get("si_sdr_convtasnet")),
-            num(r["si_sdr_irm"] - r["si_sdr_gru"]) if "si_sdr_gru" in r else "–",
-        ]
-        for r in results
-    ]
-    text = (
-        f"SI-SDR (dB), mean over {results[0]['users']} users' held-out test mixtures; oracle masks clipped to [0, 1] "
-        "on the STFT 1024/256 (Hann); models from the paper table's rows (– where not every user has a row).\n\n"
-        + md_table(
-            [
-                "input SNR",
-                "mixture",
-                "oracle IRM",
-                "oracle PSM",
-                "2×32 pretrained",
-                "GRU T",
-                "CTN T",
-                "IRM − GRU T",
-            ],
-            rows,
-        )
-    )
+    text = markdown(results)
     (out / "table.md").write_text(text)
     write_json(out / "results.json", {"rows": results, "users": users_n, "snr_db": snrs})
     print(f"mask_ceiling: wrote {out / 'table.md'}, {out / 'results.json'}")

@@ -410,6 +410,17 @@ def test_mask_ceiling_reads_models_only_where_every_user_has_them(tmp_path):
     path = tmp_path / "rows.jsonl"
     path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     assert mask_ceiling.models_from_rows(path, ["u0", "u1"]) == {5.0: {"generic": 10.5, "gru": 13.0}}
+    table = mask_ceiling.markdown(
+        [
+            {"snr_db": 5.0, "users": 2, "si_sdr_noisy": 5.0, "si_sdr_irm": 17.0, "si_sdr_psm": 19.0,
+             "si_sdr_generic": 10.5, "si_sdr_gru": 13.0, "si_sdr_gru-large": 14.5},
+        ]
+    )  # fmt: skip
+    assert (
+        "| input SNR | mixture | oracle IRM | oracle PSM | 2×32 pretrained | GRU T | GRU-L T | IRM − GRU T | IRM − GRU-L T |"
+        in table
+    )
+    assert "| 5 dB | 5.00 | 17.00 | 19.00 | 10.50 | 13.00 | 14.50 | 4.00 | 2.50 |" in table
     path.write_text("{bad\n")
     with pytest.raises(StudyError, match=r"rows.jsonl line 1: not JSON"):
         mask_ceiling.models_from_rows(path, ["u0"])
