@@ -17,7 +17,8 @@ result cache). Full, measured in parts on the idle machine: the 2×64/2×128/2×
 first time and ≈ 1 min per fixed-SNR world built on first use.
 Runs can be stopped and continued: every finished (SNR, user) is appended to ``rows.jsonl`` in --out and
 reused by the next run with the same settings (``--fresh`` recomputes), so ``--students 32 256`` now and the full
-command later computes only the missing students.
+command later computes only the missing students. ``--no-compute`` computes nothing and tabulates the rows already
+there for the requested cells (– where a cell has none), e.g. to table a teacher measured so far for one student only.
 
 Per input SNR a world with every mixture at exactly that SNR (``world.snr_db=[s, s]``, ``world.snr_spread_db=0``;
 same seed, voices and places as the default world; built on first use, ~1 min each) gives the users. Per user and
@@ -57,14 +58,15 @@ from studylib import (
 STUDENT_SIZES = (32, 64, 128, 256)
 TEACHERS = {
     "gru": ["teacher.arch=gru", "teacher.checkpoint=builtin:teacher-gru"],
-    "gru-large": [
+    "gru-log": [
         "teacher.arch=gru",
         "teacher.hidden=512",
-        "teacher.checkpoint=builtin:teacher-gru-large",
+        "teacher.magnitude=log1p",
+        "teacher.checkpoint=builtin:teacher-gru-log",
     ],
     "convtasnet": ["teacher.arch=convtasnet", "teacher.checkpoint=builtin:teacher-convtasnet"],
 }
-TEACHER_LABELS = {"gru": "GRU T", "gru-large": "GRU-L T", "convtasnet": "CTN T"}
+TEACHER_LABELS = {"gru": "GRU T", "gru-log": "GRU-log T", "convtasnet": "CTN T"}
 
 
 # ------------------------------------------------------------------------------------------------ settings
@@ -105,13 +107,30 @@ def check_students(sizes: list[int], builtin_dir: Path | None = None) -> list[in
     return list(dict.fromkeys(sizes))
 
 
-def check_teachers(names: list[str]) -> list[str]:
+def check_teachers(names: list[str], builtin_dir: Path | None = None) -> list[str]:
+    """The requested teachers, each a known preset whose shipped checkpoint exists; else a one-line StudyError."""
+    from fedpse.models.zoo import BUILTIN_DIR
+
+    builtin_dir = builtin_dir or BUILTIN_DIR
     unknown = [t for t in names if t not in TEACHERS]
     if unknown or not names:
         raise StudyError(
             f"--teachers: unknown teacher {unknown[0] if unknown else '(none)'!r}; expected some of {', '.join(TEACHERS)}"
         )
+    for t in names:
+        path = _teacher_file(t, builtin_dir)
+        if not path.is_file():
+            have = [n for n in TEACHERS if n != t and _teacher_file(n, builtin_dir).is_file()]
+            raise StudyError(
+                f"teacher {t}: checkpoint builtin:{path.stem} is missing ({path} not found); "
+                f"run with --teachers {' '.join(have)}"
+            )
     return list(dict.fromkeys(names))
+
+
+def _teacher_file(name: str, builtin_dir: Path) -> Path:
+    ref = next(o.split("=", 1)[1] for o in TEACHERS[name] if o.startswith("teacher.checkpoint="))
+    return builtin_dir / f"{ref.removeprefix('builtin:')}.pt"
 
 
 def chunk_count(adapt_minutes: float | None, chunk_seconds: float, available: int) -> int:
@@ -519,6 +538,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     ap.add_argument("--fresh", action="store_true", help="recompute rows already in --out/rows.jsonl")
     ap.add_argument(
+        "--no-compute",
+        action="store_true",
+        help="compute nothing: tabulate the rows already in --out/rows.jsonl for the requested cells (– where none)",
+    )
+    ap.add_argument(
         "--write-cards", action="store_true", help="record held-out-user figures in the shipped cards"
     )
     ap.add_argument(
@@ -548,6 +572,7 @@ def resolve(args: argparse.Namespace) -> dict:
         "sweep_teacher": pick("sweep_teacher", "sweep_teacher") or "gru",
         "sweep_only": args.sweep_only,
         "fresh": args.fresh,
+        "no_compute": args.no_compute,
         "write_cards": args.write_cards,
         "out": args.out or str(RESULTS_DIR / ("paper_table_quick" if args.quick else "paper_table")),
     }
@@ -555,6 +580,8 @@ def resolve(args: argparse.Namespace) -> dict:
         raise StudyError(f"--users: expected >= 1, got {s['users']}")
     if not s["snr_db"]:
         raise StudyError("--snr: give at least one input SNR")
+    if s["no_compute"] and (s["fresh"] or s["sweep"]):
+        raise StudyError("--no-compute only tabulates rows already computed: drop --fresh and --sweep")
     if s["sweep_only"] and not s["sweep"]:
         raise StudyError("--sweep-only: give the step counts with --sweep, e.g. --sweep 25 50 100")
     if any(x < 1 for x in s["sweep"]):
@@ -649,6 +676,12 @@ def main(argv: list[str] | None = None) -> dict:
                 todo = [(h, t) for t in s["teachers"] for h in s["students"] if (snr, uid, h, t) not in kept]
                 if todo:
                     jobs.append((snr, uid, todo, chunks))
+        if s["no_compute"]:
+            missing = sum(len(j[2]) for j in jobs)
+            print(
+                f"paper_table: --no-compute: {missing} requested (user, student, teacher) rows are not computed"
+            )
+            jobs = []
         done_pairs = sum(len(j[2]) for j in jobs)
         print(
             f"paper_table: {len(kept)} rows reused from {rows_path}, {done_pairs} (user, student, teacher) "

@@ -78,6 +78,21 @@ def test_unknown_teacher_and_bad_sweep_are_errors():
         paper_table.check_teachers(["gru", "dccrn"])
     with pytest.raises(StudyError, match="--sweep-only"):
         paper_table.resolve(paper_table.parse_args(["--quick", "--sweep-only", "--sweep"]))
+    with pytest.raises(StudyError, match="--no-compute only tabulates"):
+        paper_table.resolve(paper_table.parse_args(["--quick", "--no-compute", "--fresh"]))
+
+
+def test_missing_teacher_checkpoint_names_it_and_the_way_out(tmp_path):
+    (tmp_path / "teacher-gru.pt").write_bytes(b"")
+    (tmp_path / "teacher-convtasnet.pt").write_bytes(b"")
+    with pytest.raises(StudyError) as err:
+        paper_table.check_teachers(["gru", "gru-log"], builtin_dir=tmp_path)
+    assert "builtin:teacher-gru-log is missing" in str(err.value)
+    assert "--teachers gru convtasnet" in str(err.value)
+    assert paper_table.check_teachers(["convtasnet", "gru", "gru"], builtin_dir=tmp_path) == [
+        "convtasnet",
+        "gru",
+    ]
 
 
 def test_fixed_snr_world_overrides_and_student_overrides():
@@ -140,7 +155,7 @@ def test_paper_table_has_the_papers_columns():
 def test_premise_table_shows_every_teachers_lead_over_the_student_and_bolds_three_db(tmp_path):
     rows = [
         _row(0.0, "u0", 32, "gru", 7.0, 8.0, 9.0),
-        _row(0.0, "u0", 32, "gru-large", 7.0, 8.5, 10.5),
+        _row(0.0, "u0", 32, "gru-log", 7.0, 8.5, 10.5),
         _row(5.0, "u0", 32, "convtasnet", 11.0, 12.5, 15.0),
         _row(5.0, "u0", 256, "gru", 12.0, 12.5, 13.0),  # another student: not in this table
         _row(10.0, "u0", 32, "gru", 14.0, 15.0, 16.0),  # another SNR: not in this table
@@ -149,14 +164,14 @@ def test_premise_table_shows_every_teachers_lead_over_the_student_and_bolds_thre
     text = paper_table.md_premise(table)
     lines = text.splitlines()
     assert lines[2] == (
-        "| input SNR | mixture | generic 2×32 | adapted (GRU T) | adapted (GRU-L T) | adapted (CTN T) "
-        "| GRU T | GRU-L T | CTN T |"
+        "| input SNR | mixture | generic 2×32 | adapted (GRU T) | adapted (GRU-log T) | adapted (CTN T) "
+        "| GRU T | GRU-log T | CTN T |"
     )
     assert "| 0 dB | 0.00 | 7.00 | 8.00 | 8.50 | – | 9.00 | 10.50 | – |" in lines
     assert "| 5 dB | 5.00 | 11.00 | – | – | 12.50 | – | – | 15.00 |" in lines
     assert not any(line.startswith("| 10 dB") for line in lines)
     assert "| 0 dB | GRU T | +1.00 dB | 100 % | 0.50 / 0.50 | +2.00 dB | 1 | 9.0 |" in lines
-    assert "| 0 dB | GRU-L T | +1.50 dB | 100 % | 0.43 / 0.43 | **+3.50 dB** | 1 | 9.0 |" in lines
+    assert "| 0 dB | GRU-log T | +1.50 dB | 100 % | 0.43 / 0.43 | **+3.50 dB** | 1 | 9.0 |" in lines
     assert "| 5 dB | CTN T | +1.50 dB | 100 % | 0.38 / 0.38 | **+4.00 dB** | 1 | 9.0 |" in lines
     with pytest.raises(StudyError, match=r"no 2×64 rows at 0, 5 dB"):
         paper_table.md_premise(table, student=64)
@@ -413,11 +428,11 @@ def test_mask_ceiling_reads_models_only_where_every_user_has_them(tmp_path):
     table = mask_ceiling.markdown(
         [
             {"snr_db": 5.0, "users": 2, "si_sdr_noisy": 5.0, "si_sdr_irm": 17.0, "si_sdr_psm": 19.0,
-             "si_sdr_generic": 10.5, "si_sdr_gru": 13.0, "si_sdr_gru-large": 14.5},
+             "si_sdr_generic": 10.5, "si_sdr_gru": 13.0, "si_sdr_gru-log": 14.5},
         ]
     )  # fmt: skip
     assert (
-        "| input SNR | mixture | oracle IRM | oracle PSM | 2×32 pretrained | GRU T | GRU-L T | IRM − GRU T | IRM − GRU-L T |"
+        "| input SNR | mixture | oracle IRM | oracle PSM | 2×32 pretrained | GRU T | GRU-log T | IRM − GRU T | IRM − GRU-log T |"
         in table
     )
     assert "| 5 dB | 5.00 | 17.00 | 19.00 | 10.50 | 13.00 | 14.50 | 4.00 | 2.50 |" in table
