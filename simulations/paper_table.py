@@ -60,7 +60,7 @@ TEACHERS = {
     "gru": ["teacher.arch=gru", "teacher.checkpoint=builtin:teacher-gru"],
     "gru-log": [
         "teacher.arch=gru",
-        "teacher.hidden=512",
+        "teacher.hidden=256",
         "teacher.magnitude=log1p",
         "teacher.checkpoint=builtin:teacher-gru-log",
     ],

@@ -9,9 +9,11 @@ of roughly 0.01..50, which a GRU handles; the mask is bounded (sigmoid) and the 
 the GRU's input depends on level. Unidirectional (the default) is causal in the recurrence; the centered STFT frame
 still looks ``n_fft // 2`` samples (32 ms) ahead.
 
-``magnitude="log1p"`` is the one departure, for teachers only: the GRU sees ``log(1 + |X|)``, which compresses the
-0.01..50 range of linear magnitudes into 0.01..4 (pretraining a 2x256 bidirectional teacher on it reached a higher
-validation SI-SDR sooner than on linear magnitudes; see README, "Teachers"). Students stay linear, as in the paper.
+``magnitude="log1p"`` is the one departure, for teachers only (``teacher.magnitude``): the GRU sees ``log(1 + |X|)``,
+which compresses the 0.01..50 range of linear magnitudes into 0.01..4. Measured on this CPU (README, "Shipped
+checkpoints"): a bidirectional 2x512 on the same batches trailed on linear input for 400 steps and led from step 600;
+a bidirectional 2x256 on it passed the linear 2x256 teacher's final validation SI-SDR (12.49 dB at 8200 steps) by
+step 4600. Students stay linear, as in the paper.
 """
 
 from __future__ import annotations
