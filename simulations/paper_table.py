@@ -402,7 +402,7 @@ def md_premise(table: dict, student: int = 32, snrs: tuple[float, ...] = (0.0, 5
     if not cells:
         raise StudyError(f"the paper table has no 2×{student} rows at {', '.join(f'{s:g}' for s in snrs)} dB")
     teachers = [t for t in TEACHERS if any(t in by_t for _, by_t in cells)]
-    label = {t: TEACHER_LABELS[t] for t in teachers}
+    label = TEACHER_LABELS
     means = []
     for snr, by_t in cells:
         first = next(iter(by_t.values()))
