@@ -29,6 +29,14 @@ def test_integers_are_accepted_for_floats():
     assert load_config(overrides=["world.adaptation_minutes=3"]).world.adaptation_minutes == 3.0
 
 
+def test_exponent_numbers_without_a_dot_are_numbers():
+    # YAML 1.1 reads 1e-4 as a string; in a float field it means the number
+    assert load_config(overrides=["pretrain.lr=1e-4"]).pretrain.lr == pytest.approx(1e-4)
+    assert load_config(overrides=["adapt.lr=2E-3"]).adapt.lr == pytest.approx(2e-3)
+    with pytest.raises(ConfigError, match="pretrain.lr: expected a number, got 'e-4'"):
+        load_config(overrides=["pretrain.lr=e-4"])
+
+
 @pytest.mark.parametrize(
     ("override", "message"),
     [
