@@ -159,6 +159,12 @@ class PretrainConfig:
     lr: float = _f(1e-3, "Adam learning rate", min=0.0)
     snr_db: list[float] = _f([-5.0, 10.0], "online mixing SNR range [low, high] dB")
     grad_clip: float = _f(5.0, "gradient norm clip (0 = off)", min=0.0)
+    noise_augment: float = _f(
+        0.0,
+        "share of training noises made new: a second place mixed in, spectral tilt, time reversal",
+        min=0.0,
+        max=1.0,
+    )
     val_mixtures: int = _f(64, "validation mixtures (held-out pretraining speakers and noises)", min=1)
     val_every: int = _f(250, "validate every N steps", min=1)
     checkpoint_every: int = _f(250, "write a checkpoint every N steps", min=1)

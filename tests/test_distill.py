@@ -95,6 +95,30 @@ def test_resume_without_a_checkpoint_is_a_clear_error(tiny_world, tmp_path):
         pretrain(_cfg(world_cfg, tmp_path), "student", world, resume=True, progress=False)
 
 
+def test_noise_augmentation_makes_new_noises_and_is_off_by_default(tiny_world):
+    _, world = tiny_world
+    speech, noise = world.pretrain_speech_files("train"), world.pretrain_noise_files("train")
+    plain, augmented = MixingPool(speech, noise), MixingPool(speech, noise, noise_augment=1.0)
+    pool_audio = [x.astype(np.float32) / 32767 for x in plain.noise]
+
+    def in_pool(x):  # a contiguous slice of one pool place (tiled if short)
+        for place in pool_audio:
+            tiled = np.tile(place, 3)
+            hits = np.flatnonzero(np.isclose(tiled[: len(tiled) - len(x)], x[0]))
+            if any(np.allclose(tiled[h : h + len(x)], x) for h in hits):
+                return True
+        return False
+
+    plain_draws = [plain._noise(np.random.default_rng(s), 4000) for s in range(6)]
+    assert all(in_pool(x) for x in plain_draws)  # noise_augment=0: the pool's own audio, untouched
+    new = [augmented._noise(np.random.default_rng(s), 4000) for s in range(12)]
+    assert all(x.dtype == np.float32 and x.shape == (4000,) and np.isfinite(x).all() for x in new)
+    assert sum(not in_pool(x) for x in new) >= 10  # 7 of 8 draws change something (3 coin flips)
+    # the same rng gives the same augmented noise (seeded training stays reproducible)
+    again = augmented._noise(np.random.default_rng(3), 4000)
+    assert np.array_equal(again, new[3])
+
+
 def _noise_like(n_chunks=4, seconds=2.0, seed=0):
     rng = np.random.default_rng(seed)
     t = np.arange(int(seconds * 16000)) / 16000

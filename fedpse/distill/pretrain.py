@@ -31,14 +31,31 @@ def _pcm16(audio: np.ndarray) -> np.ndarray:
     return np.round(np.clip(audio, -1, 1) * 32767).astype(np.int16)
 
 
+def augment_noise(x: np.ndarray, rng: np.random.Generator, other) -> np.ndarray:
+    """A new noise from a pool one: each of these with probability 1/2 — add ``other()`` (a second place) at
+    −6…+6 dB relative level, tilt the spectrum with a first-order filter y[t] = x[t] + a·x[t−1] (a in
+    −0.9…0.9), play it backwards. The pool has few places (60 by default); this widens what the model hears."""
+    if rng.random() < 0.5:
+        y = other()
+        rel = 10 ** (rng.uniform(-6.0, 6.0) / 20)
+        x = x + y * rel * math.sqrt((float(np.mean(x**2)) + 1e-10) / (float(np.mean(y**2)) + 1e-10))
+    if rng.random() < 0.5:
+        a = rng.uniform(-0.9, 0.9)
+        x = x + a * np.concatenate([[0.0], x[:-1]]).astype(np.float32)
+    if rng.random() < 0.5:
+        x = x[::-1]
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
 class MixingPool:
     """In-memory (int16) speech and noise of one split of the pretraining pool, mixed on demand."""
 
-    def __init__(self, speech: dict[str, list[Path]], noise: list[Path]):
+    def __init__(self, speech: dict[str, list[Path]], noise: list[Path], noise_augment: float = 0.0):
         if not speech or not noise:
             raise ValueError("the world's pretraining pool is empty (no speakers or no noise places)")
         self.speakers = [[_pcm16(load_audio(p)) for p in files] for files in speech.values()]
         self.noise = [_pcm16(load_audio(p)) for p in noise]
+        self.noise_augment = noise_augment
 
     def _speech(self, rng: np.random.Generator, n: int) -> np.ndarray:
         utts = self.speakers[rng.integers(len(self.speakers))]
@@ -51,12 +68,18 @@ class MixingPool:
         start = rng.integers(0, len(stream) - n + 1)
         return stream[start : start + n].astype(np.float32) / 32767
 
-    def _noise(self, rng: np.random.Generator, n: int) -> np.ndarray:
+    def _noise_piece(self, rng: np.random.Generator, n: int) -> np.ndarray:
         x = self.noise[rng.integers(len(self.noise))]
         if len(x) < n:
             x = np.tile(x, math.ceil(n / len(x)))
         start = rng.integers(0, len(x) - n + 1)
         return x[start : start + n].astype(np.float32) / 32767
+
+    def _noise(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        x = self._noise_piece(rng, n)
+        if self.noise_augment > 0 and rng.random() < self.noise_augment:
+            x = augment_noise(x, rng, lambda: self._noise_piece(rng, n))
+        return x
 
     def mixture(
         self, rng: np.random.Generator, n: int, snr_db: tuple[float, float]
@@ -106,7 +129,9 @@ def pretrain(
     out.mkdir(parents=True, exist_ok=True)
     spec = role_spec(cfg, role)
     n = int(pc.segment_seconds * SAMPLE_RATE)
-    train = MixingPool(world.pretrain_speech_files("train"), world.pretrain_noise_files("train"))
+    train = MixingPool(
+        world.pretrain_speech_files("train"), world.pretrain_noise_files("train"), pc.noise_augment
+    )
     val_pool = MixingPool(world.pretrain_speech_files("val"), world.pretrain_noise_files("val"))
     vrng = np.random.default_rng([cfg.seed, 77])
     val_noisy, val_clean = val_pool.batch(vrng, pc.val_mixtures, int(4.0 * SAMPLE_RATE), tuple(pc.snr_db))
