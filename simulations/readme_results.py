@@ -17,6 +17,7 @@ What each study contributes (the folder is relative to the repository root):
   (``paper_table.md_premise``: the issue's table in the paper's shape and the teachers' lead over the student);
 - ``steps_sweep``: ``table.md`` of a ``paper_table.py --sweep … --sweep-only`` run;
 - ``mask_ceiling``: ``table.md`` of ``simulations/mask_ceiling.py``;
+- ``pool_gap``: ``table.md`` of ``simulations/pool_gap.py``;
 - ``privacy_compute``: the rows of ``results.json`` at the largest adaptation minutes (every mode × precision ×
   codec) with the best cell per cost, in ``simulations/privacy_compute.py``'s own table format (all minutes stay
   in that folder's ``tradeoff.md``);
@@ -81,7 +82,7 @@ def _premise(folder: Path) -> str:
 
 def generate(study: str, folder: Path, label: str) -> str:
     """The text of one generated block (without its markers)."""
-    if study in ("paper_table", "steps_sweep", "mask_ceiling"):
+    if study in ("paper_table", "steps_sweep", "mask_ceiling", "pool_gap"):
         return _read(folder / "table.md", f"the {study} table")
     if study == "premise":
         return _premise(folder)
@@ -90,7 +91,8 @@ def generate(study: str, folder: Path, label: str) -> str:
     if study == "privacy_compute":
         return _privacy_compute(folder, label)
     raise StudyError(
-        f"unknown study {study!r} (expected paper_table, premise, steps_sweep, mask_ceiling, privacy_compute or scale)"
+        f"unknown study {study!r} (expected paper_table, premise, steps_sweep, mask_ceiling, pool_gap, "
+        "privacy_compute or scale)"
     )
 
 

@@ -18,6 +18,7 @@ sys.path.insert(0, str(SIMULATIONS))
 
 import mask_ceiling  # noqa: E402
 import paper_table  # noqa: E402
+import pool_gap  # noqa: E402
 import privacy_compute  # noqa: E402
 import readme_results  # noqa: E402
 import scale  # noqa: E402
@@ -411,6 +412,32 @@ def test_oracle_masks_reconstruct_clean_speech_and_beat_the_mixture():
     est = mask_ceiling.oracle_masks(noisy, clean)
     assert est["irm"].shape == noisy.shape
     assert si_sdr(est["psm"], clean) > si_sdr(est["irm"], clean) > si_sdr(noisy, clean) + 5
+
+
+def test_pool_gap_scores_every_split_combination(tiny_world, tmp_path):
+    from fedpse.models.checkpoints import save_checkpoint
+    from fedpse.models.registry import build_model
+
+    from .conftest import TINY_WORLD
+
+    world_cfg, _ = tiny_world
+    ckpt = tmp_path / "tiny.pt"
+    save_checkpoint(ckpt, build_model("gru", num_layers=1, hidden=8), {"steps": 0})
+    world_args = [f"--set={o}" for o in TINY_WORLD]
+    world_args += [f"--set=world.cache_dir={world_cfg.world.cache_dir}"]
+    world_args += [f"--set=world.noise.families={world_cfg.world.noise.families}".replace("'", "")]
+    out = tmp_path / "gap"
+    result = pool_gap.main(
+        ["--models", str(ckpt), "--mixtures", "3", "--draws", "2", "--out", str(out), *world_args]
+    )
+    (row,) = result["rows"]
+    assert set(row["si_sdr"]) == {"train/train", "train/val", "val/train", "val/val"}
+    assert all(np.isfinite(v) for v in row["si_sdr"].values())
+    table = (out / "table.md").read_text()
+    assert "tiny.pt (0 steps)" in table and "noise gap (train voices)" in table
+    assert json.loads((out / "results.json").read_text())["draws"] == 2
+    with pytest.raises(StudyError, match="--models: no shipped checkpoint 'nope'"):
+        pool_gap.main(["--models", "builtin:nope", "--out", str(out), *world_args])
 
 
 def test_mask_ceiling_reads_models_only_where_every_user_has_them(tmp_path):
