@@ -55,7 +55,8 @@ def oracle_masks(
 
 
 def models_from_rows(path: Path, users: list[str]) -> dict[float, dict[str, float]]:
-    """Mean SI-SDR of the generic 2×32 student and each teacher per SNR, over ``users``, from paper-table rows."""
+    """Mean SI-SDR of the generic 2×32 student and each teacher per SNR, over ``users``, from paper-table rows
+    (the latest row of each SNR × user × teacher)."""
     if not path.exists():
         return {}
     out: dict[float, dict[str, list[float]]] = {}
@@ -67,8 +68,9 @@ def models_from_rows(path: Path, users: list[str]) -> dict[float, dict[str, floa
         if row.get("student") != 32 or row.get("user") not in users:
             continue
         cell = out.setdefault(float(row["snr_db"]), {})
-        cell.setdefault(("generic", row["user"]), row["si_sdr_generic"])
-        cell.setdefault((row["teacher"], row["user"]), row["si_sdr_teacher"])
+        # the last row of a cell wins, as in paper_table: rows of a re-trained model are appended after the old ones
+        cell[("generic", row["user"])] = row["si_sdr_generic"]
+        cell[(row["teacher"], row["user"])] = row["si_sdr_teacher"]
     means = {}
     for snr, cell in out.items():
         means[snr] = {}

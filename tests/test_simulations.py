@@ -452,6 +452,9 @@ def test_mask_ceiling_reads_models_only_where_every_user_has_them(tmp_path):
     path = tmp_path / "rows.jsonl"
     path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     assert mask_ceiling.models_from_rows(path, ["u0", "u1"]) == {5.0: {"generic": 10.5, "gru": 13.0}}
+    retrained = {**rows[0], "si_sdr_teacher": 13.0}  # a re-trained teacher's row, appended later, wins
+    path.write_text("\n".join(json.dumps(r) for r in [*rows, retrained]) + "\n")
+    assert mask_ceiling.models_from_rows(path, ["u0", "u1"]) == {5.0: {"generic": 10.5, "gru": 13.5}}
     table = mask_ceiling.markdown(
         [
             {"snr_db": 5.0, "users": 2, "si_sdr_noisy": 5.0, "si_sdr_irm": 17.0, "si_sdr_psm": 19.0,

@@ -1,9 +1,11 @@
 """Generic pretraining of students and teachers on the world's pretraining pool (never on users' audio).
 
 Online mixing: each step draws fresh (speech crop, noise crop, SNR in ``pretrain.snr_db``, level) combinations
-from the training speakers and noise places; validation uses a fixed, seeded set of mixtures from the *held-out*
-pretraining speakers and noise places. Loss: negative SI-SDR to the clean speech. Checkpoints every
-``checkpoint_every`` steps (``last.pt`` + optimizer state for ``--resume``), best-by-validation kept as ``best.pt``.
+from the training speakers and noise places (``pretrain.noise_augment`` of the noises made new by ``augment_noise``:
+the default pool's 54 places are few enough for a teacher to learn them; ``simulations/pool_gap.py`` measures that);
+validation uses a fixed, seeded set of mixtures from the *held-out* pretraining speakers and noise places. Loss:
+negative SI-SDR to the clean speech. Checkpoints every ``checkpoint_every`` steps (``last.pt`` + optimizer state
+for ``--resume``), best-by-validation kept as ``best.pt``.
 """
 
 from __future__ import annotations
