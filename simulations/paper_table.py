@@ -402,7 +402,6 @@ def md_premise(table: dict, student: int = 32, snrs: tuple[float, ...] = (0.0, 5
     if not cells:
         raise StudyError(f"the paper table has no 2×{student} rows at {', '.join(f'{s:g}' for s in snrs)} dB")
     teachers = [t for t in TEACHERS if any(t in by_t for _, by_t in cells)]
-    label = TEACHER_LABELS
     means = []
     for snr, by_t in cells:
         first = next(iter(by_t.values()))
@@ -414,8 +413,8 @@ def md_premise(table: dict, student: int = 32, snrs: tuple[float, ...] = (0.0, 5
     text = f"SI-SDR (dB), mean over users; generic = the shipped 2×{student}, adapted = after its zero-shot fine-tuning.\n\n"
     text += md_table(
         ["input SNR", "mixture", f"generic 2×{student}"]
-        + [f"adapted ({label[t]})" for t in teachers]
-        + [label[t] for t in teachers],
+        + [f"adapted ({TEACHER_LABELS[t]})" for t in teachers]
+        + [TEACHER_LABELS[t] for t in teachers],
         means,
     )
     detail = []
@@ -428,7 +427,7 @@ def md_premise(table: dict, student: int = 32, snrs: tuple[float, ...] = (0.0, 5
             detail.append(
                 [
                     f"{num(snr, 0)} dB",
-                    label[t],
+                    TEACHER_LABELS[t],
                     num(c["gain_mean"], signed=True) + " dB",
                     f"{c['improved_pct']:.0f} %",
                     f"{num(c['gap_closure_of_means'])} / {num(c['gap_closure_median'])}",

@@ -33,7 +33,9 @@ DEFAULT_MODELS = [
 SPLITS = ("train", "val")
 
 
-def markdown(results: list[dict], mixtures: int, draws: int) -> str:
+def markdown(results: list[dict], mixtures: int, draws: int, snr_db: list[float]) -> str:
+    from fedpse.distill.pretrain import VALIDATION_SECONDS
+
     headers = [
         "model",
         "train voices, train noise",
@@ -56,8 +58,8 @@ def markdown(results: list[dict], mixtures: int, draws: int) -> str:
         )
     return (
         f"SI-SDR (dB) on the pretraining pool's splits (voices / noise places), mean of {draws} × {mixtures} "
-        "mixtures of 4 s at −5…10 dB; gap = training-pool score minus the score with that factor unseen.\n\n"
-        + md_table(headers, rows)
+        f"mixtures of {VALIDATION_SECONDS:g} s at {num(snr_db[0], 0)}…{num(snr_db[1], 0)} dB; "
+        "gap = training-pool score minus the score with that factor unseen.\n\n" + md_table(headers, rows)
     )
 
 
@@ -83,9 +85,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     import torch
 
-    from fedpse.audio.io import SAMPLE_RATE
     from fedpse.config import ConfigError, load_config
-    from fedpse.distill.pretrain import MixingPool, evaluate
+    from fedpse.distill.pretrain import MixingPool, evaluate, validation_batch
     from fedpse.models.checkpoints import CheckpointError, load_checkpoint
     from fedpse.models.zoo import resolve_checkpoint
     from fedpse.world.cache import World
@@ -111,11 +112,8 @@ def main(argv: list[str] | None = None) -> dict:
         for b in SPLITS:
             pool = MixingPool(speech[a], noise[b])
             batches[f"{a}/{b}"] = [
-                pool.batch(
-                    np.random.default_rng([cfg.seed, 91, draw]),
-                    mixtures,
-                    int(4.0 * SAMPLE_RATE),
-                    tuple(cfg.pretrain.snr_db),
+                validation_batch(
+                    pool, np.random.default_rng([cfg.seed, 91, draw]), mixtures, cfg.pretrain.snr_db
                 )
                 for draw in range(draws)
             ]
@@ -125,9 +123,12 @@ def main(argv: list[str] | None = None) -> dict:
         label = name.removeprefix("builtin:") + (f" ({card['steps']} steps)" if "steps" in card else "")
         results.append({"model": name, "label": label, "steps": card.get("steps"), "si_sdr": scores})
         print(f"pool_gap: {label}: " + ", ".join(f"{k} {num(v)}" for k, v in scores.items()), flush=True)
-    text = markdown(results, mixtures, draws)
+    snr_db = list(cfg.pretrain.snr_db)
+    text = markdown(results, mixtures, draws, snr_db)
     (out / "table.md").write_text(text)
-    write_json(out / "results.json", {"rows": results, "mixtures": mixtures, "draws": draws})
+    write_json(
+        out / "results.json", {"rows": results, "mixtures": mixtures, "draws": draws, "snr_db": snr_db}
+    )
     print(f"pool_gap: wrote {out / 'table.md'}, {out / 'results.json'}")
     return {"rows": results}
 

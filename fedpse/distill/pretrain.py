@@ -27,6 +27,7 @@ from fedpse.models.registry import build_from_spec
 from fedpse.models.zoo import role_spec
 
 LEVEL_DBFS = (-36.0, -16.0)  # mixture level range: the GRU sees linear magnitudes, so train level-robust
+VALIDATION_SECONDS = 4.0  # length of each validation mixture
 
 
 def _pcm16(audio: np.ndarray) -> np.ndarray:
@@ -36,7 +37,8 @@ def _pcm16(audio: np.ndarray) -> np.ndarray:
 def augment_noise(x: np.ndarray, rng: np.random.Generator, other) -> np.ndarray:
     """A new noise from a pool one: each of these with probability 1/2 — add ``other()`` (a second place) at
     −6…+6 dB relative level, tilt the spectrum with a first-order filter y[t] = x[t] + a·x[t−1] (a in
-    −0.9…0.9), play it backwards. The pool has few places (60 by default); this widens what the model hears."""
+    −0.9…0.9), play it backwards. The pool has few places (54 for training in the default world); this widens
+    what the model hears."""
     if rng.random() < 0.5:
         y = other()
         rel = 10 ** (rng.uniform(-6.0, 6.0) / 20)
@@ -103,6 +105,13 @@ class MixingPool:
         )
 
 
+def validation_batch(
+    pool: MixingPool, rng: np.random.Generator, count: int, snr_db
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``count`` mixtures of ``VALIDATION_SECONDS`` from ``pool``, mixed as pretraining validation is."""
+    return pool.batch(rng, count, int(VALIDATION_SECONDS * SAMPLE_RATE), tuple(snr_db))
+
+
 @dataclass
 class PretrainResult:
     best_path: Path
@@ -136,7 +145,7 @@ def pretrain(
     )
     val_pool = MixingPool(world.pretrain_speech_files("val"), world.pretrain_noise_files("val"))
     vrng = np.random.default_rng([cfg.seed, 77])
-    val_noisy, val_clean = val_pool.batch(vrng, pc.val_mixtures, int(4.0 * SAMPLE_RATE), tuple(pc.snr_db))
+    val_noisy, val_clean = validation_batch(val_pool, vrng, pc.val_mixtures, pc.snr_db)
     torch.manual_seed(cfg.seed)
     model = build_from_spec(spec)
     opt = torch.optim.Adam(model.parameters(), lr=pc.lr)
