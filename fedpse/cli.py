@@ -198,6 +198,7 @@ def cmd_adapt(args) -> int:
     from fedpse.config import dump_config
     from fedpse.distill.adapt import personalize_user
     from fedpse.models.zoo import load_student, load_teacher
+    from fedpse.results.store import json_text
     from fedpse.world.cache import World
 
     cfg = load_config(args.config, args.overrides)
@@ -210,37 +211,61 @@ def cmd_adapt(args) -> int:
     seed = zlib.crc32(f"{cfg.seed}:{args.user}".encode())
     row = personalize_user(world, args.user, student, teacher, cfg.adapt, seed=seed, targets=args.targets)
     row["student"], row["teacher"] = student_card.get("arch", "?"), teacher_card.get("arch", "?")
-    (out / "result.json").write_text(json.dumps(row, indent=1))
-    print(json.dumps(row, indent=1))
+    text = json_text(row, str(out / "result.json"))  # NaN (no value) as null: strict JSON
+    (out / "result.json").write_text(text + "\n")
+    print(text)
     return 0
 
 
 def cmd_simulate(args) -> int:
     from pathlib import Path
 
+    from fedpse.federation.interrupts import Interrupted
     from fedpse.federation.runner import default_run_dir, resume, simulate_many, summary_table
 
     if args.resume:
         if args.out or args.modes:
             raise ConfigError("--resume RUN_DIR continues a run where it was: leave out --out and --modes")
-        summaries = resume(
-            args.resume, args.config, args.overrides, progress=not args.quiet, verbose=args.verbose
-        )
+        where = Path(args.resume)
     else:
-        out = Path(args.out) if args.out else default_run_dir()
-        if args.modes:
-            modes = [m.strip() for m in args.modes.split(",") if m.strip()]
-            runs = [
-                (load_config(args.config, [*args.overrides, f"federation.mode={m}"]), out / m) for m in modes
-            ]
+        where = Path(args.out) if args.out else default_run_dir()
+    try:
+        if args.resume:
+            summaries = resume(
+                args.resume, args.config, args.overrides, progress=not args.quiet, verbose=args.verbose
+            )
         else:
-            runs = [(load_config(args.config, args.overrides), out)]
-        summaries = simulate_many(runs, progress=not args.quiet, verbose=args.verbose)
+            if args.modes:
+                modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+                runs = [
+                    (load_config(args.config, [*args.overrides, f"federation.mode={m}"]), where / m)
+                    for m in modes
+                ]
+            else:
+                runs = [(load_config(args.config, args.overrides), where)]
+            summaries = simulate_many(runs, progress=not args.quiet, verbose=args.verbose)
+    except Interrupted as stop:
+        print(
+            f"fedpse: interrupted ({stop}); nothing of the cut-off work was recorded. "
+            f"Continue with: fedpse simulate --resume {where}",
+            file=sys.stderr,
+        )
+        return stop.exit_code
     print(summary_table(summaries))
     for s in summaries:
-        failed = f"; failed users: {', '.join(s['users_failed'])}" if s["users_failed"] else ""
-        print(f"{s['mode']}: {s['run_dir']}{failed}")
-    return 0
+        failed = len(s["users_failed"])
+        names = f" ({', '.join(s['users_failed'][:10])}{', ...' if failed > 10 else ''})" if failed else ""
+        print(
+            f"{s['mode']}: {s['run_dir']}: {s['users_ok']} of {s['users']} users ok, {failed} failed{names}"
+        )
+    useless = [s for s in summaries if s["users"] and not s["users_ok"]]
+    for s in useless:
+        print(
+            f"fedpse: error: {s['mode']}: no user's round succeeded; see the error column of "
+            f"{Path(s['run_dir']) / 'attempts.csv'}",
+            file=sys.stderr,
+        )
+    return 1 if useless else 0
 
 
 def cmd_report(args) -> int:
@@ -277,16 +302,39 @@ def main(argv: list[str] | None = None) -> int:
         "report": cmd_report,
         "config": cmd_config,
     }
+    from fedpse.federation.interrupts import ServerError
+
     try:
         return handlers[args.command](args)
     except (ConfigError, ValueError, FileNotFoundError) as err:
         # Every user-facing error type in fedpse subclasses ValueError and names the key/file at fault.
         print(f"fedpse: error: {err}", file=sys.stderr)
         return 2
+    except ServerError as err:
+        print(f"fedpse: error: {err}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("fedpse: interrupted", file=sys.stderr)
         return 130
 
 
+def run() -> None:
+    """The ``fedpse`` console command: ``main``, then exit with its code. If threads that are not daemons are left
+    (Flower's engine threads still waiting on Ray actors that died with a Ctrl-C), Python would wait for them
+    forever at exit: they hold nothing to save (the run directory is complete up to the interrupt), so exit now."""
+    import os
+    import threading
+
+    code = main()
+    stuck = [
+        t for t in threading.enumerate() if t.is_alive() and not t.daemon and t is not threading.main_thread()
+    ]
+    if stuck:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

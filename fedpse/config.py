@@ -49,6 +49,11 @@ class SpeechConfig:
         0.1, "share of pretraining speakers held out for validation", min=0.0, max=0.5
     )
     min_rms_dbfs: float = _f(-60.0, "an utterance quieter than this is rejected as silent", max=0.0)
+    skip_bad_files: bool = _f(
+        False,
+        "skip unreadable, empty, silent or NaN/inf corpus utterances (listed in <world>/skipped_files.csv) "
+        "instead of stopping at the first",
+    )
 
 
 @dataclass
@@ -69,6 +74,14 @@ class NoiseConfig:
     )
     test_gap_seconds: float = _f(
         5.0, "gap on each place's noise timeline between adaptation and test segments", min=0.0
+    )
+    min_rms_dbfs: float = _f(
+        -80.0, "a corpus noise recording quieter than this is rejected as silent", max=0.0
+    )
+    skip_bad_files: bool = _f(
+        False,
+        "skip unreadable, empty, silent or NaN/inf noise recordings and places too short for a user's timeline "
+        "(listed in <world>/skipped_files.csv) instead of stopping at the first",
     )
 
 

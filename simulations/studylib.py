@@ -56,7 +56,8 @@ def load_preset(study: str, quick: bool, path: str | Path | None = None) -> dict
 
 # ------------------------------------------------------------------------------------------------ output folder
 def prepare_out(out: str | Path) -> Path:
-    """Create ``out`` (and parents) and check that files can be written there."""
+    """Create ``out`` (and parents), check that files can be written there, and take its lock (a second study
+    writing the same folder at once is refused, naming the holder's pid)."""
     path = Path(out).expanduser()
     if path.exists() and not path.is_dir():
         raise StudyError(f"--out {path}: exists and is not a folder")
@@ -66,6 +67,12 @@ def prepare_out(out: str | Path) -> Path:
             pass
     except OSError as err:
         raise StudyError(f"--out {path}: cannot write there ({err.strerror or err})") from None
+    from fedpse.results.lock import RunLockedError, hold
+
+    try:
+        hold(path)  # one writer per output folder, held until the study's process ends
+    except RunLockedError as err:
+        raise StudyError(f"--out {err}") from None
     return path
 
 

@@ -26,11 +26,13 @@ from fedpse.cli import main
 from fedpse.config import dump_config, load_config
 from fedpse.federation.device import RoundUndo
 from fedpse.federation.devices import DAY_S, HOUR_S, Fleet, InjectedFaultError, draw_faults
+from fedpse.federation.interrupts import processes_with_marker
 from fedpse.federation.ledger import Ledger
 from fedpse.federation.plan import RunPlan, select_round, select_users
 from fedpse.federation.runner import resume_dirs, simulate_many
 from fedpse.models.checkpoints import load_checkpoint, save_checkpoint
 from fedpse.models.gru import GRUMaskNet
+from fedpse.results.lock import read_note
 from fedpse.results.store import TABLES, TIMING_COLUMNS, RunStore
 from tests.test_federation_parts import tiny_run_config
 
@@ -380,39 +382,105 @@ def _descendants_of_group(pgid: int) -> list[int]:
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
-                if os.getpgid(int(entry)) == pgid:
+                if os.getpgid(int(entry)) == pgid and not _zombie(int(entry)):
                     pids.append(int(entry))
             except ProcessLookupError:
                 pass
     return pids
 
 
-def test_a_run_killed_with_sigkill_resumes_to_exactly_the_rows_of_an_uninterrupted_run(sims):
-    root, runs = sims
-    cfg, reference, _ = runs["one"]
-    cut = root / "cut"  # as long a name as the reference's
-    config = dump_config(cfg, root / "faulty.yaml")  # the reference run's resolved config
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+def _start_run(config: Path, cut: Path, attempts: int) -> subprocess.Popen:
+    """``fedpse simulate`` in its own process group (as from a terminal), returned once ``attempts`` user rounds
+    have committed."""
     command = [sys.executable, "-m", "fedpse.cli", "simulate", str(config), "--quiet", "--out", str(cut)]
     proc = subprocess.Popen(
         command, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
+    deadline = time.monotonic() + 120
+    while len(RunStore(cut).read_table("attempts")) < attempts:
+        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+        assert time.monotonic() < deadline, "the run made no progress"
+        time.sleep(0.02)
+    return proc
+
+
+def _reap(proc: subprocess.Popen, cut: Path) -> None:
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait()
+    for pid in _descendants_of_group(proc.pid):
+        os.kill(pid, signal.SIGKILL)
+    proc.stderr.close()
+    for link in Path(tempfile.gettempdir()).glob("fedpse-*/r"):  # the killed run's short path for Ray
+        if link.is_symlink() and Path(os.readlink(link)).is_relative_to(cut.resolve()):
+            shutil.rmtree(link.parent)
+
+
+def test_a_run_killed_with_sigkill_resumes_to_exactly_the_rows_of_an_uninterrupted_run(sims, capsys):
+    root, runs = sims
+    cfg, reference, _ = runs["one"]
+    cut = root / "cut"  # as long a name as the reference's
+    config = dump_config(cfg, root / "faulty.yaml")  # the reference run's resolved config
+    proc = _start_run(config, cut, attempts=4)  # round 1 done, round 2 under way
+    marker = read_note(cut)["ray_owner"]
     try:
-        deadline = time.monotonic() + 120
-        while len(RunStore(cut).read_table("attempts")) < 4:  # round 1 done, round 2 under way
-            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
-            assert time.monotonic() < deadline, "the run made no progress"
-            time.sleep(0.02)
-        os.killpg(proc.pid, signal.SIGKILL)
-    finally:
+        os.kill(proc.pid, signal.SIGKILL)  # the driver only, as the OOM killer would
         proc.wait()
-        for pid in _descendants_of_group(proc.pid):  # Ray's processes die with their parent; make sure
-            os.kill(pid, signal.SIGKILL)
-        proc.stderr.close()
-        for link in Path(tempfile.gettempdir()).glob("fedpse-*/r"):  # the killed run's short path for Ray
-            if link.is_symlink() and Path(os.readlink(link)).is_relative_to(cut.resolve()):
-                shutil.rmtree(link.parent)
-    assert not RunStore(cut).finished
-    assert main(["simulate", "--resume", str(cut), "--quiet"]) == 0
+        orphans = processes_with_marker(marker)  # Ray's agents outlive a killed driver for a minute or two
+        assert not RunStore(cut).finished
+        assert main(["simulate", "--resume", str(cut), "--quiet"]) == 0  # cleans them up first
+        left = [p for p in processes_with_marker(marker) if not _zombie(p)]
+    finally:
+        _reap(proc, cut)
+    if orphans:
+        assert "Ray process(es) left by a killed run" in capsys.readouterr().err
+    assert not left
     for table in TABLES:
         assert comparable(cut, table) == comparable(reference, table), table
     assert main(["simulate", "--resume", str(cut)]) == 2  # finished now
+
+
+def test_ctrl_c_stops_within_seconds_and_resume_equals_an_uninterrupted_run(sims, capsys):
+    root, runs = sims
+    cfg, reference, _ = runs["one"]
+    cut = root / "ctc"  # as long a name as the reference's (the run dir travels in every message)
+    config = dump_config(cfg, root / "faulty-c.yaml")
+    proc = _start_run(config, cut, attempts=4)
+    try:
+        # one writer per run directory: a second one is refused at once, naming the holder
+        assert main(["simulate", "--resume", str(cut)]) == 2
+        err = capsys.readouterr().err
+        assert (
+            f"{cut.resolve()}: another fedpse process (pid {proc.pid}" in err and len(err.splitlines()) == 1
+        )
+        assert main(["simulate", str(config), "--quiet", "--out", str(cut)]) == 2
+        assert f"(pid {proc.pid}" in capsys.readouterr().err
+        os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does: the whole foreground group
+        sent = time.monotonic()
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            pytest.fail("the run did not stop within 60 s of Ctrl-C")
+        stopped_s = time.monotonic() - sent
+        message = proc.stderr.read().decode()
+        deadline = time.monotonic() + 10
+        while _descendants_of_group(proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        left = _descendants_of_group(proc.pid)
+    finally:
+        _reap(proc, cut)
+    assert proc.returncode == 130 and stopped_s < 20, (proc.returncode, stopped_s, message[-2000:])
+    assert f"fedpse simulate --resume {cut}" in message and "Traceback" not in message
+    assert not left  # the Ray session it started is shut down
+    attempts = RunStore(cut).read_table("attempts")
+    assert not any("KeyboardInterrupt" in a["error"] or "interrupt" in a["error"] for a in attempts)
+    assert main(["simulate", "--resume", str(cut), "--quiet"]) == 0
+    for table in TABLES:
+        assert comparable(cut, table) == comparable(reference, table), table

@@ -27,6 +27,10 @@ class AudioError(ValueError):
         self.reason = reason
         super().__init__(f"{path}: {reason}")
 
+    def __reduce__(self):
+        # Rebuilt from (path, reason), not from the message: errors must survive the trip back from a worker process.
+        return type(self), (self.path, self.reason)
+
 
 def resample(audio: np.ndarray, from_rate: int, to_rate: int = SAMPLE_RATE) -> np.ndarray:
     """Polyphase resampling along the last axis; a no-op when the rates match."""

@@ -22,6 +22,8 @@ from torch import nn
 from fedpse.audio.io import SAMPLE_RATE
 from fedpse.config import AdaptConfig
 from fedpse.distill.loss import neg_si_sdr_loss, si_sdr
+from fedpse.models.finite import NonFiniteOutputError, check_outputs
+from fedpse.models.identity import describe_model
 from fedpse.models.macs import forward_macs, train_macs
 
 
@@ -54,13 +56,13 @@ def enhance(model: nn.Module, chunks: list[np.ndarray], max_batch: int = 8) -> l
     return out  # type: ignore[return-value]
 
 
-def pseudo_targets(teacher: nn.Module, chunks: list[np.ndarray]) -> list[np.ndarray]:
-    """The teacher's outputs for a user's unlabeled chunks (no gradients).
+def pseudo_targets(teacher: nn.Module, chunks: list[np.ndarray], user: str | None = None) -> list[np.ndarray]:
+    """The teacher's outputs for ``user``'s unlabeled chunks (no gradients); ``NonFiniteOutputError`` on NaN or inf.
 
     One chunk at a time: a batched forward pass rounds differently with each batch size (~1e-8), so a chunk's
     pseudo-target would depend on which other chunks shared its batch; computed alone, it is a function of the
     chunk only, which keeps cached targets, resumed runs and the bare benchmark loop bit-identical."""
-    return enhance(teacher, chunks, max_batch=1)
+    return check_outputs(enhance(teacher, chunks, max_batch=1), "teacher", teacher, user)
 
 
 def select_trainable(student: nn.Module, layers: str) -> list[nn.Parameter]:
@@ -117,10 +119,12 @@ def adapt(
     cfg: AdaptConfig,
     seed: int = 0,
     on_step: Callable[[int, nn.Module], None] | None = None,
+    user: str | None = None,
 ) -> AdaptResult:
-    """Fine-tune ``student`` in place on (noisy chunk, pseudo-target) pairs; return what it did and cost.
+    """Fine-tune ``student`` in place on ``user``'s (noisy chunk, pseudo-target) pairs; return what it did and cost.
 
-    ``on_step(step, student)`` is called after every optimizer step (e.g. to score a gain-vs-steps curve).
+    ``on_step(step, student)`` is called after every optimizer step (e.g. to score a gain-vs-steps curve). A student
+    that diverges (NaN or inf loss, agreement or weights) raises ``NonFiniteOutputError`` naming it and ``user``.
     """
     if len(noisy) != len(targets) or not noisy:
         raise ValueError(
@@ -129,6 +133,13 @@ def adapt(
     for i, (x, y) in enumerate(zip(noisy, targets, strict=True)):
         if len(x) != len(y):
             raise ValueError(f"adapt: chunk {i} has {len(x)} samples but its target has {len(y)}")
+        if not np.isfinite(y).all():
+            raise NonFiniteOutputError(
+                "teacher",
+                "outputs (pseudo-targets)",
+                user,
+                f"chunk {i} of {len(targets)} holds NaN or inf; expected finite audio",
+            )
     t0 = time.perf_counter()
     torch.set_num_threads(cfg.threads)
     rng = np.random.default_rng([seed, 31])
@@ -147,7 +158,7 @@ def adapt(
     use_rule = bool(ho_x) and cfg.patience > 0
     best_state, best, stale = None, -math.inf, 0
     if use_rule:
-        best = agreement(student, ho_x, ho_y)
+        best = _finite_agreement(student, ho_x, ho_y, 0, user)
         best_state = copy.deepcopy(student.state_dict())
         result.agreement_db.append({"step": 0, "agreement_db": best})
         result.device_macs += forward_macs(student, hold_seconds)
@@ -155,6 +166,14 @@ def adapt(
         student.train()
         x, y = _crops(rng, tr_x, tr_y, cfg.batch_size, n)
         loss = neg_si_sdr_loss(student(x), y)
+        if not torch.isfinite(loss):
+            raise NonFiniteOutputError(
+                "student",
+                describe_model(student),
+                user,
+                f"the KD loss is {loss.item()} at step {step} of adaptation: the student diverged "
+                "(expected a finite loss; a lower adapt.lr?)",
+            )
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -162,7 +181,7 @@ def adapt(
         if on_step is not None:
             on_step(step, student)
         if use_rule and (step % cfg.eval_every == 0 or step == cfg.steps):
-            score = agreement(student, ho_x, ho_y)
+            score = _finite_agreement(student, ho_x, ho_y, step, user)
             result.device_macs += forward_macs(student, hold_seconds)
             result.agreement_db.append({"step": step, "agreement_db": score})
             if score > best + 1e-3:
@@ -175,6 +194,14 @@ def adapt(
     if use_rule and best_state is not None:
         student.load_state_dict(best_state)
         result.best_agreement_db = best
+    if not all(bool(torch.isfinite(p).all()) for p in params):
+        raise NonFiniteOutputError(
+            "student",
+            describe_model(student),
+            user,
+            f"its weights hold NaN or inf after {result.steps} adaptation step(s): the student diverged "
+            "(a lower adapt.lr?)",
+        )
     for p in student.parameters():
         p.requires_grad_(True)
     student.eval()
@@ -184,15 +211,34 @@ def adapt(
     return result
 
 
-def score(models: dict[str, nn.Module], test_set: list[tuple[np.ndarray, np.ndarray]]) -> dict[str, float]:
-    """Mean SI-SDR (dB) on a user's held-out test set: ``noisy`` (the mixture itself) and each model."""
+def _finite_agreement(student: nn.Module, noisy, targets, step: int, user: str | None) -> float:
+    value = agreement(student, noisy, targets)
+    if not math.isfinite(value):
+        raise NonFiniteOutputError(
+            "student",
+            describe_model(student),
+            user,
+            f"its agreement with the pseudo-targets of held-out chunks is {value} dB at step {step} of adaptation "
+            "(its outputs hold NaN or inf; expected a finite SI-SDR)",
+        )
+    return value
+
+
+def score(
+    models: dict[str, nn.Module], test_set: list[tuple[np.ndarray, np.ndarray]], user: str | None = None
+) -> dict[str, float]:
+    """Mean SI-SDR (dB) on ``user``'s held-out test set: ``noisy`` (the mixture itself) and each model.
+
+    A model whose outputs hold NaN or inf raises ``NonFiniteOutputError`` (role ``teacher`` for the model named
+    ``teacher``, else ``student``)."""
     from fedpse.audio.metrics import si_sdr as si_sdr_np
 
     noisy = [x for x, _ in test_set]
     clean = [y for _, y in test_set]
     out = {"noisy": float(np.mean([si_sdr_np(x, y) for x, y in test_set]))}
     for name, model in models.items():
-        est = enhance(model, noisy)
+        role = "teacher" if name == "teacher" else "student"
+        est = check_outputs(enhance(model, noisy), role, model, user)
         out[name] = float(np.mean([si_sdr_np(e, y) for e, y in zip(est, clean, strict=True)]))
     return out
 
@@ -221,16 +267,16 @@ def personalize_user(
     """
     noisy = world.adaptation_chunks(user_id, "noisy")
     if targets == "teacher":
-        goal = pseudo_targets(teacher, noisy)
+        goal = pseudo_targets(teacher, noisy, user=user_id)
     elif targets == "clean":
         goal = world.adaptation_chunks(user_id, "clean")
     else:
         raise ValueError(f"targets: expected 'teacher' or 'clean', got {targets!r}")
     personalized = copy.deepcopy(student)
-    result = adapt(personalized, noisy, goal, cfg, seed=seed)
+    result = adapt(personalized, noisy, goal, cfg, seed=seed, user=user_id)
     test_set = world.test_set(user_id)
-    scores = score({"generic": student, "personalized": personalized}, test_set)
-    scores["teacher"] = (teacher_scores or score({"teacher": teacher}, test_set))["teacher"]
+    scores = score({"generic": student, "personalized": personalized}, test_set, user=user_id)
+    scores["teacher"] = (teacher_scores or score({"teacher": teacher}, test_set, user=user_id))["teacher"]
     return {
         "user": user_id,
         "si_sdr_noisy": scores["noisy"],

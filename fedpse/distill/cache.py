@@ -7,8 +7,9 @@ student's and teacher's scores on a test set come out the same every time. They 
     targets/<model key>/<sha1 of the chunk's float32 samples>.npy   teacher outputs (float32)
     scores/<key>.json                                              baseline scores of one user
 
-Keys are content hashes (model weights, audio samples), so a changed teacher, a lossy upload or another world gives
-another key and never a stale hit. The ledger still charges the compute as if it had been done (the simulated
+Keys are content hashes (a model's architecture and weights, or an ONNX teacher's file and framing; audio samples),
+so a changed teacher, a lossy upload or another world gives another key and never a stale hit. Only finite outputs
+are stored: a teacher that outputs NaN raises ``NonFiniteOutputError`` and leaves nothing behind. The ledger still charges the compute as if it had been done (the simulated
 devices and servers did it); only the wall clock of the simulation is saved. Files are written to a temporary name
 and renamed, so concurrent actors never read a partial file.
 """
@@ -17,29 +18,20 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
 
 import numpy as np
-from torch import nn
+
+from fedpse.models.identity import model_fingerprint
 
 
 def model_key(model) -> str:
-    """Content key of a model: its class and weights (an ONNX teacher: its file's bytes and framing)."""
-    digest = hashlib.sha1(type(model).__name__.encode())
-    if isinstance(model, nn.Module):
-        for name, tensor in sorted(model.state_dict().items()):
-            digest.update(name.encode())
-            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-        magnitude = getattr(model, "magnitude", "linear")
-        if magnitude != "linear":  # the GRU's input feature changes its output, not its weights
-            digest.update(f"magnitude={magnitude}".encode())
-    else:
-        digest.update(Path(model.path).read_bytes())
-        for attr in ("framing", "sample_rate", "_chunk", "_hop", "_block", "_shift"):
-            digest.update(repr(getattr(model, attr, None)).encode())
-    return digest.hexdigest()[:20]
+    """Content key of a model: what determines its outputs (``fedpse.models.identity.model_fingerprint``: a torch
+    model's architecture spec and weights; an ONNX teacher's file bytes, options and ``teacher.onnx`` block)."""
+    return model_fingerprint(model)[:32]
 
 
 def audio_key(audio: np.ndarray) -> str:
@@ -67,13 +59,15 @@ class ResultCache:
         self.misses = 0
 
     # -------------------------------------------------------------------------------------- teacher outputs
-    def targets(self, teacher, key: str, chunks: list[np.ndarray]) -> list[np.ndarray]:
-        """``pseudo_targets(teacher, chunks)``, reading outputs computed before for the same teacher and audio."""
+    def targets(
+        self, teacher, key: str, chunks: list[np.ndarray], user: str | None = None
+    ) -> list[np.ndarray]:
+        """``pseudo_targets(teacher, chunks, user)``, reading outputs computed before for the same teacher and audio."""
         from fedpse.distill.adapt import pseudo_targets
 
         if self.root is None:
             self.misses += len(chunks)
-            return pseudo_targets(teacher, chunks)
+            return pseudo_targets(teacher, chunks, user=user)
         paths = [self.root / "targets" / key / f"{audio_key(c)}.npy" for c in chunks]
         out: list[np.ndarray | None] = [None] * len(chunks)
         for i, path in enumerate(paths):
@@ -81,13 +75,14 @@ class ResultCache:
                 out[i] = np.load(path)
             except (OSError, ValueError):  # absent, or unreadable: compute it again
                 continue
-            if out[i].shape != chunks[i].shape:
+            if out[i].shape != chunks[i].shape or not np.isfinite(out[i]).all():
                 out[i] = None
         todo = [i for i, o in enumerate(out) if o is None]
         self.hits += len(chunks) - len(todo)
         self.misses += len(todo)
         if todo:
-            for i, target in zip(todo, pseudo_targets(teacher, [chunks[i] for i in todo]), strict=True):
+            computed = pseudo_targets(teacher, [chunks[i] for i in todo], user=user)
+            for i, target in zip(todo, computed, strict=True):
                 out[i] = np.asarray(target, dtype=np.float32)
                 _atomic_write(paths[i], lambda fh, t=out[i]: np.save(fh, t))
         return out
@@ -100,12 +95,17 @@ class ResultCache:
         path = self.root / "scores" / f"{hashlib.sha1(key.encode()).hexdigest()}.json"
         try:
             stored = json.loads(path.read_text())
-            if stored.get("key") == key:
+            if stored.get("key") == key and _finite_scores(stored["scores"]):
                 self.hits += 1
                 return dict(stored["scores"])
-        except (OSError, ValueError, KeyError):
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):  # absent or damaged
             pass
         self.misses += 1
         scores = compute()
         _atomic_write(path, lambda fh: fh.write(json.dumps({"key": key, "scores": scores}).encode()))
         return scores
+
+
+def _finite_scores(scores: dict) -> bool:
+    """SI-SDR scores are always finite (PESQ may be NaN: undefined on silence); anything else is recomputed."""
+    return all(math.isfinite(v) for k, v in scores.items() if k.startswith("si_sdr"))

@@ -23,7 +23,8 @@ from fedpse.audio.io import SAMPLE_RATE, load_audio
 from fedpse.config import Config, config_to_dict
 from fedpse.distill.loss import neg_si_sdr_loss, si_sdr
 from fedpse.models.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
-from fedpse.models.registry import build_from_spec
+from fedpse.models.finite import NonFiniteOutputError
+from fedpse.models.registry import build_from_spec, describe_spec
 from fedpse.models.zoo import role_spec
 
 LEVEL_DBFS = (-36.0, -16.0)  # mixture level range: the GRU sees linear magnitudes, so train level-robust
@@ -194,6 +195,14 @@ def pretrain(
             np.random.default_rng([cfg.seed, 5, step]), pc.batch_size, n, tuple(pc.snr_db)
         )
         loss = neg_si_sdr_loss(model(noisy), clean)
+        if not torch.isfinite(loss):
+            raise NonFiniteOutputError(
+                role,
+                describe_spec(spec),
+                None,
+                f"the training loss is {loss.item()} at step {step + 1} of pretraining: the model diverged; "
+                f"{best_path} keeps the best weights so far (expected a finite loss; a lower pretrain.lr?)",
+            )
         opt.zero_grad()
         loss.backward()
         if pc.grad_clip > 0:

@@ -127,7 +127,7 @@ def adapt_student(message: Message, context: Context) -> Message:
         teacher = device.teacher()
         noisy = [device.audio.chunk(n) for n in missing]
         outputs = ResultCache(device.plan.cfg.federation.cache_dir).targets(
-            teacher, model_key(teacher), noisy
+            teacher, model_key(teacher), noisy, user=device.user_id
         )
         device.store_targets(dict(zip(missing, outputs, strict=True)))
         teacher_macs = forward_macs(teacher, sum(len(x) for x in noisy) / SAMPLE_RATE)
@@ -139,6 +139,7 @@ def adapt_student(message: Message, context: Context) -> Message:
         device.targets(train_on),
         device.plan.round_adapt(),
         seed=device.plan.adapt_seed(device.user_id, round_number),
+        user=device.user_id,
     )
     device.save_student(student, round_number)
     return _reply(

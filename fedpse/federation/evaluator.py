@@ -18,6 +18,7 @@ from fedpse.distill.adapt import enhance
 from fedpse.distill.cache import ResultCache, model_key
 from fedpse.federation.device import Device, generic_student
 from fedpse.federation.plan import RunPlan
+from fedpse.models.finite import check_outputs
 
 _BASELINES: dict[str, dict[str, float]] = {}
 
@@ -52,9 +53,12 @@ class Evaluator:
         return self._test_set[1]
 
     def _scores(self, model: nn.Module, user: str, name: str) -> dict[str, float]:
+        """Scores of ``model`` (the ``teacher`` or a student) on ``user``'s test set; ``NonFiniteOutputError`` when
+        its outputs hold NaN or inf, so no NaN score is ever cached or written."""
         test_set = self.test_set(user)
         clean = [y for _, y in test_set]
-        est = enhance(model, [x for x, _ in test_set])
+        role = "teacher" if name == "teacher" else "student"
+        est = check_outputs(enhance(model, [x for x, _ in test_set]), role, model, user)
         out = {f"si_sdr_{name}": float(np.mean([si_sdr(e, y) for e, y in zip(est, clean, strict=True)]))}
         if self.pesq_stoi:
             out[f"pesq_{name}"] = float(np.nanmean([pesq_wb(e, y) for e, y in zip(est, clean, strict=True)]))

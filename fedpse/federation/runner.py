@@ -15,14 +15,19 @@ import os
 import shutil
 import sys
 import tempfile
+import threading
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 from fedpse.config import Config, ConfigError, FederationConfig, config_to_dict, flatten, load_config
+from fedpse.federation.interrupts import RAY_OWNER_ENV, STOP, Interrupted, kill_orphans, trap_signals
 from fedpse.federation.ledger import Observer
 from fedpse.federation.plan import RunPlan, check_federation
 from fedpse.models.zoo import load_student, load_teacher
+from fedpse.paths import ensure_writable_dir
+from fedpse.results import lock as run_lock
 from fedpse.results.store import TABLES, RunDirError, RunStore
 from fedpse.world.cache import World, build_world, world_dir
 
@@ -43,18 +48,61 @@ def open_world(cfg: Config, progress: bool = False) -> World:
     return build_world(cfg, progress=progress)
 
 
+def check_writable(cfg: Config) -> None:
+    """Every folder a simulation writes besides the run directory, checked before any work: an unwritable one is a
+    one-line error naming the path and the key that sets it (the run directory is checked by taking its lock)."""
+    fed = cfg.federation
+    if fed.cache_dir:
+        ensure_writable_dir(fed.cache_dir, "federation.cache_dir")
+    if fed.ray_tmpdir:
+        ensure_writable_dir(fed.ray_tmpdir, "federation.ray_tmpdir")
+    ensure_writable_dir(tempfile.gettempdir(), "TMPDIR (the environment variable; Ray's short socket paths)")
+
+
+def take_run_dir(run_dir: Path, key: str = "--out") -> run_lock.RunLock:
+    """This process becomes the only writer of ``run_dir`` (``RunLockedError`` if another process writes it);
+    Ray processes left behind by a killed earlier writer of the same directory are cleaned up."""
+    try:
+        lock = run_lock.hold(run_dir)
+    except OSError as err:
+        raise RunDirError(
+            f"{run_dir}: cannot create or write the run directory ({err.strerror or err}); "
+            f"give {key} a folder you can write"
+        ) from None
+    found = kill_orphans(lock.previous)
+    if found:
+        print(
+            f"fedpse: stopped {found} Ray process(es) left by a killed run of {run_dir} (pid {lock.previous['pid']})",
+            file=sys.stderr,
+        )
+    return lock
+
+
 def check(cfg: Config, run_dir: str | Path, progress: bool = False) -> RunPlan:
-    """Everything that can fail before a simulation starts, without creating anything (but the world)."""
+    """Everything that can fail before a simulation starts. Creates nothing but the world and the run directory
+    with its lock, which this process then holds (released by ``release``; removed again if the checks fail)."""
     check_federation(cfg)
-    if cfg.federation.ray_address:
-        probe_cluster(cfg.federation.ray_address)
-    open_world(cfg, progress)
-    plan = RunPlan(cfg, Path(run_dir).expanduser().resolve())
-    _ = plan.users  # num_users within the world, fault-injection users known
-    load_student(cfg)  # checkpoints resolvable and matching the architecture
-    load_teacher(cfg)
-    RunStore.check_free(plan.run_dir)
+    run_dir = Path(run_dir).expanduser().resolve()
+    check_writable(cfg)
+    take_run_dir(run_dir)
+    try:
+        RunStore.check_free(run_dir)
+        if cfg.federation.ray_address:
+            probe_cluster(cfg.federation.ray_address)
+        open_world(cfg, progress)
+        plan = RunPlan(cfg, run_dir)
+        _ = plan.users  # num_users within the world, fault-injection users known
+        load_student(cfg)  # checkpoints resolvable and matching the architecture
+        load_teacher(cfg)
+    except BaseException:
+        release(run_dir)
+        raise
     return plan
+
+
+def release(run_dir: str | Path) -> None:
+    """Give up the lock of a run directory this process holds (and the directory, if nothing was written)."""
+    run_lock.release(run_dir, remove_if_unused=True)
 
 
 def create(plan: RunPlan) -> RunPlan:
@@ -100,6 +148,8 @@ class _ClientErrorFilter(logging.Filter):
     )
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if STOP.is_set():  # stopping on a signal: actors dying of it are expected, not news
+            return False
         text = str(record.getMessage())
         return not any(marker in text for marker in self.MARKERS)
 
@@ -139,10 +189,14 @@ def join_cluster(address: str, init_args: dict) -> None:
 
 
 @contextlib.contextmanager
-def simulation_environment(run_dir: Path, fed: FederationConfig, verbose: bool = False) -> Iterator[dict]:
-    """Environment variables, Ray start (unless a Ray session is already up) and quiet Flower logs."""
+def simulation_environment(
+    run_dir: Path, fed: FederationConfig, verbose: bool = False, owner: str | None = None
+) -> Iterator[dict]:
+    """Environment variables, Ray start (unless a Ray session is already up) and quiet Flower logs. ``owner``
+    marks the environment of every process of a Ray session started here (see ``interrupts.kill_orphans``)."""
     ray_tmp, short_link_dir = _ray_tmpdir(run_dir, fed.ray_tmpdir)
     env = {
+        **({RAY_OWNER_ENV: owner} if owner else {}),
         "FLWR_TELEMETRY_ENABLED": "0",
         "FLWR_HOME": str(run_dir / "flwr"),
         "RAY_TMPDIR": str(ray_tmp),
@@ -217,23 +271,30 @@ def simulate_many(
     """Run each (config, run dir) in turn inside one Flower simulation; return their summaries.
 
     Ray and client resources come from the first config's ``federation.*``; the simulation has as many
-    devices (supernodes) as the largest run has users.
+    devices (supernodes) as the largest run has users. This process holds each run directory's lock throughout.
     """
     if not runs:
         return []
-    plans = [check(cfg, run_dir or default_run_dir(cfg.federation.mode), progress) for cfg, run_dir in runs]
-    dirs = [p.run_dir for p in plans]
+    dirs = [Path(run_dir or default_run_dir(cfg.federation.mode)).expanduser().resolve() for cfg, run_dir in runs]
     if len(set(dirs)) != len(dirs):
         raise ValueError(f"each run needs its own run directory, got {[str(d) for d in dirs]}")
-    for plan in plans:  # only once every run has passed its checks
-        create(plan)
-    return run_plans(plans, progress, observers, verbose)
+    plans: list[RunPlan] = []
+    try:
+        for (cfg, _), run_dir in zip(runs, dirs, strict=True):
+            plans.append(check(cfg, run_dir, progress))
+        for plan in plans:  # only once every run has passed its checks
+            create(plan)
+        return run_plans(plans, progress, observers, verbose)
+    finally:
+        for plan in plans:
+            release(plan.run_dir)
 
 
 def run_plans(
     plans: list[RunPlan], progress: bool = True, observers: tuple[Observer, ...] = (), verbose: bool = False
 ) -> list[dict]:
-    """Run prepared (new or resumed) run directories one after another in one Flower simulation."""
+    """Run prepared (new or resumed) run directories, whose locks this process holds, one after another in one
+    Flower simulation. SIGINT / SIGTERM stop it within seconds (``Interrupted``), leaving them resumable."""
     dirs = [p.run_dir for p in plans]
     fed = plans[0].cfg.federation
     summaries: list[dict] = []
@@ -243,15 +304,34 @@ def run_plans(
     from fedpse.federation.engine import fast_engine
     from fedpse.federation.server_app import make_server_app
 
+    owner = None if fed.ray_address else f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
+    if owner:  # noted before Ray starts, so a kill -9 at any moment leaves a findable trail
+        for plan in plans:
+            run_lock.hold(plan.run_dir).write_note(ray_owner=owner)
+    server_done, server_interrupted = threading.Event(), []
     started = time.perf_counter()
-    with simulation_environment(plans[0].run_dir, fed, verbose) as info, fast_engine(fed.fast_engine) as fast:
+    with (
+        simulation_environment(plans[0].run_dir, fed, verbose, owner) as info,
+        fast_engine(fed.fast_engine) as fast,
+        trap_signals(),  # after Ray's start: its driver installs its own SIGTERM handler, which aborts
+    ):
         info["fast_engine"] = fast
-        run_simulation(
-            server_app=make_server_app(plans, summaries, progress, observers),
-            client_app=client_app,
-            num_supernodes=max(len(p.users) for p in plans),
-            backend_config={"client_resources": {"num_cpus": fed.num_cpus, "num_gpus": fed.num_gpus}},
-        )
+        try:
+            run_simulation(
+                server_app=make_server_app(
+                    plans, summaries, progress, observers, server_done, server_interrupted
+                ),
+                client_app=client_app,
+                num_supernodes=max(len(p.users) for p in plans),
+                backend_config={"client_resources": {"num_cpus": fed.num_cpus, "num_gpus": fed.num_gpus}},
+            )
+        except Interrupted:
+            # The server thread stops at its next check (within a poll interval, or after the server-side step
+            # it is in); wait for it, so nothing is written to the run directories after this returns.
+            server_done.wait(timeout=60)
+            raise
+        if server_interrupted:  # the server thread stopped on an interrupt the main thread did not see
+            raise server_interrupted[0]
     if len(summaries) != len(plans):
         raise RuntimeError(
             f"the simulation ended after {len(summaries)} of {len(plans)} runs; see the log above "
@@ -322,7 +402,16 @@ def resumable(
     run_dir: Path, config: str | Path | None = None, overrides: list[str] = (), progress: bool = False
 ) -> RunPlan:
     """The plan of an interrupted run, from its own config.yaml. ``config`` / ``overrides`` may only repeat it,
-    or change ``EXECUTION_KEYS``."""
+    or change ``EXECUTION_KEYS``. This process takes the run directory's lock (``release`` gives it up)."""
+    take_run_dir(run_dir, "--resume")
+    try:
+        return _resumable(run_dir, config, overrides, progress)
+    except BaseException:
+        run_lock.release(run_dir)
+        raise
+
+
+def _resumable(run_dir: Path, config: str | Path | None, overrides: list[str], progress: bool) -> RunPlan:
     cfg = load_config(run_dir / "config.yaml")
     if config is not None or overrides:
         given = load_config(config or run_dir / "config.yaml", overrides)
@@ -335,6 +424,9 @@ def resumable(
             )
         cfg = given
     check_federation(cfg)
+    check_writable(cfg)
+    if RunStore(run_dir).finished:  # finished by another process before this one took the lock
+        raise RunDirError(f"{run_dir}: already finished (summary.json is written); nothing to resume")
     for table in TABLES:  # readable, and written by this version (before Ray starts)
         RunStore(run_dir).read_table(table)
     if cfg.federation.ray_address:
@@ -369,8 +461,14 @@ def resume(
             f"{Path(run_dir)}: already finished (summary.json is written); nothing to resume "
             "(`fedpse report` reads it)"
         )
-    plans = [resumable(d, config, overrides, progress) for d in todo]
-    return run_plans(plans, progress, observers, verbose)
+    plans: list[RunPlan] = []
+    try:
+        for d in todo:
+            plans.append(resumable(d, config, overrides, progress))
+        return run_plans(plans, progress, observers, verbose)
+    finally:
+        for plan in plans:
+            run_lock.release(plan.run_dir)
 
 
 # ------------------------------------------------------------------------------------------- printing

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -23,10 +24,12 @@ from flwr.serverapp import Grid, ServerApp
 from fedpse.distill.adapt import gap_closure
 from fedpse.federation.device import RoundUndo
 from fedpse.federation.evaluator import Evaluator
+from fedpse.federation.interrupts import Interrupted, ServerError, check_stop
 from fedpse.federation.ledger import Ledger, Observer, stored
 from fedpse.federation.plan import RunPlan, cohort_size, select_round
 from fedpse.federation.strategies import strategy_class
 from fedpse.federation.strategies.base import Outcome, ServerSide, UserRound, drive
+from fedpse.models.finite import NonFiniteOutputError
 from fedpse.models.macs import count_params
 from fedpse.results.store import EVALUATION_COLUMNS, SCORE_COLUMNS, USER_COLUMNS, RunDirError, RunStore
 
@@ -82,6 +85,7 @@ def register_devices(
     need = len(plan.users)
     deadline = time.monotonic() + timeout_s
     while len(nodes := sorted(grid.get_node_ids())) < need:
+        check_stop()
         if time.monotonic() > deadline:
             raise RegistrationError(
                 f"only {len(nodes)} of {need} devices registered in {timeout_s:.0f} s; "
@@ -93,7 +97,7 @@ def register_devices(
         n: Message(RecordDict({"task": task}), dst_node_id=n, message_type="query.hello", group_id="0")
         for n in nodes
     }
-    replies = list(grid.send_and_receive(list(sent.values()), timeout=timeout_s))
+    replies = exchange(grid, list(sent.values()), timeout_s)
     node_of: dict[str, int] = {}
     for reply in sorted(
         replies, key=lambda m: str(m.content["device"].get("user", "")) if m.has_content() else ""
@@ -116,6 +120,22 @@ def register_devices(
     if missing:
         raise RegistrationError(f"no device answered for users {missing[:5]} ({len(missing)} missing)")
     return node_of
+
+
+def exchange(grid: Grid, messages: list[Message], timeout_s: float, poll_s: float = 0.05) -> list[Message]:
+    """``grid.send_and_receive`` that stops waiting when the simulation is interrupted (``check_stop``)."""
+    pending = set(grid.push_messages(messages))
+    replies: list[Message] = []
+    deadline = time.monotonic() + timeout_s
+    while pending and time.monotonic() < deadline:
+        check_stop()
+        got = list(grid.pull_messages(list(pending)))
+        for reply in got:
+            pending.discard(reply.metadata.reply_to_message_id)
+        replies += got
+        if pending and not got:
+            time.sleep(poll_s)
+    return replies
 
 
 def _only(scores: dict, columns: list[str]) -> dict:
@@ -356,7 +376,8 @@ class Federation:
             )
         scores: dict[str, float] = {}
         if status == "ok":
-            raw = {**self.evaluator.baseline(job.user), **self.evaluator.personalized(job.user)}
+            status, error, raw = self._scores(job)
+        if status == "ok":
             scores = {k: stored(v) for k, v in _only(raw, SCORE_KEYS).items()}
             self.store.append(
                 "evaluations",
@@ -370,6 +391,7 @@ class Federation:
                 },
             )
         else:
+            check_stop()  # a round cut off by an interrupt is not the device's failure: it is redone on resume
             undo.rollback()
         attempt = {
             "round": job.round,
@@ -393,6 +415,20 @@ class Federation:
         if status == "ok":
             undo.commit()
         self.account(job, attempt, scores)
+
+    def _scores(self, job: UserRound) -> tuple[str, str, dict]:
+        """(status, error, raw scores) of a completed round. A personalized student whose outputs are not finite
+        fails its user (its device diverged); non-finite baseline or teacher outputs stop the run."""
+        try:
+            baseline = self.evaluator.baseline(job.user)
+        except NonFiniteOutputError as err:
+            raise ServerError(f"scoring user {job.user} in round {job.round}: {err}") from err
+        try:
+            return "ok", "", {**baseline, **self.evaluator.personalized(job.user)}
+        except NonFiniteOutputError as err:
+            if not err.device_fault:
+                raise ServerError(f"scoring user {job.user} in round {job.round}: {err}") from err
+            return "failed", str(err)[:300], {}
 
     def replay(self, job: UserRound, attempt: dict, evaluation: dict | None) -> None:
         """Account for a user round committed before the run was resumed, from its table rows."""
@@ -543,15 +579,29 @@ def _finite(value):
 
 
 def make_server_app(
-    plans: list[RunPlan], summaries: list[dict], progress: bool = True, observers: tuple[Observer, ...] = ()
+    plans: list[RunPlan],
+    summaries: list[dict],
+    progress: bool = True,
+    observers: tuple[Observer, ...] = (),
+    done: threading.Event | None = None,
+    interrupted: list[Interrupted] | None = None,
 ) -> ServerApp:
-    """A ServerApp that runs prepared ``plans`` one after another and appends each run's summary."""
+    """A ServerApp that runs prepared ``plans`` one after another and appends each run's summary; ``done`` is
+    set when it stops, however it stops. An interrupt ends it quietly (Flower's server thread would print it as an
+    unhandled exception) and is appended to ``interrupted`` for the caller to raise."""
     server = ServerApp()
 
     @server.main()
     def main(grid: Grid, context: Context) -> None:
-        for plan in plans:
-            summaries.append(Federation(grid, plan, progress, observers).run())
+        try:
+            for plan in plans:
+                summaries.append(Federation(grid, plan, progress, observers).run())
+        except Interrupted as err:
+            if interrupted is not None:
+                interrupted.append(err)
+        finally:
+            if done is not None:
+                done.set()
 
     return server
 

@@ -12,9 +12,13 @@ passes (config, world seed, steps, validation SI-SDR, ...) plus ``arch``, ``mode
 
 from __future__ import annotations
 
+import io
 import json
 import os
-import pickle
+import pickletools
+import re
+import warnings
+import zipfile
 from pathlib import Path
 
 import torch
@@ -93,20 +97,22 @@ def read_checkpoint(path: str | Path) -> dict:
     if not path.is_file():
         raise CheckpointError(path, "checkpoint file not found")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        if "weights only" in str(err).lower():
+        # torch warns before it refuses a pickle of another protocol: noise next to the error said here
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+    # torch.load raises many types on damaged files (UnpicklingError, EOFError, IndexError, RuntimeError, ...); its
+    # weights-only unpickler refuses random bytes and a pickle of Python objects with the same UnpicklingError.
+    except Exception as err:
+        if "weights only" in str(err).lower() and _is_pickle(path):
             raise CheckpointError(
                 path,
                 "not a fedpse checkpoint: it holds Python objects other than tensors and plain containers",
             ) from None
         raise CheckpointError(
-            path, f"cannot read checkpoint; the file is corrupt or truncated ({err})"
-        ) from None
-    # torch.load raises many types on damaged files (EOFError, IndexError, RuntimeError, ...).
-    except Exception as err:
-        raise CheckpointError(
-            path, f"cannot read checkpoint; the file is corrupt or truncated ({type(err).__name__}: {err})"
+            path,
+            "not a PyTorch checkpoint, or the file is corrupt or truncated "
+            f"({type(err).__name__}: {_first_sentence(err)})",
         ) from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         keys = [str(k) for k in list(payload)[:8]] if isinstance(payload, dict) else type(payload).__name__
@@ -147,6 +153,7 @@ def load_checkpoint(path: str | Path, expected_arch: dict | None = None) -> tupl
         raise CheckpointError(path, f"checkpoint spec {spec} cannot be built: {err}") from None
     state = {k: v.float() if v.is_floating_point() else v for k, v in payload["state_dict"].items()}
     _check_state(path, model, state, spec)
+    _check_finite(path, state)
     model.load_state_dict(state)
     return model.eval(), payload["card"]
 
@@ -175,6 +182,60 @@ def _check_state(path: Path | str, model: nn.Module, state: dict, spec: dict) ->
         parts += shapes[:5]
         detail = "; ".join(p for p in parts if p)
         raise CheckpointError(path, f"weights do not match the {describe_spec(spec)} architecture: {detail}")
+
+
+def _check_finite(path: Path | str, state: dict) -> None:
+    """Weights that are NaN or inf (a diverged training run, a damaged file) would make every output NaN."""
+    bad = {
+        name: int((~torch.isfinite(t)).sum())
+        for name, t in state.items()
+        if t.is_floating_point() and not bool(torch.isfinite(t).all())
+    }
+    if bad:
+        shown = ", ".join(
+            f"{name} ({count} of {state[name].numel()})" for name, count in list(bad.items())[:3]
+        )
+        more = f" and {len(bad) - 3} more tensors" if len(bad) > 3 else ""
+        raise CheckpointError(
+            path,
+            f"weights hold NaN or inf values: {shown}{more}; expected finite weights (a diverged training run? "
+            "retrain it or use another checkpoint)",
+        )
+
+
+def _is_pickle(path: Path) -> bool:
+    """Whether the file's pickles (the ``data.pkl`` of a zip checkpoint, else the pickles the file starts with) are
+    well formed.
+
+    Only parses opcodes (``pickletools``), never runs them: tells a pickle of Python objects (which the weights-only
+    unpickler refuses) from random or damaged bytes (which it refuses with the same error type).
+    """
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                name = next(n for n in archive.namelist() if n.endswith("data.pkl"))
+                data = archive.read(name)
+        else:
+            data = path.read_bytes()
+        stream = io.BytesIO(data)
+        # A plain pickle is one; a legacy (pre-zip) torch file starts with four (magic, protocol, sys info, data).
+        for _ in range(4):
+            if stream.tell() == len(data):
+                break
+            for _ in pickletools.genops(stream):
+                pass
+    except Exception:  # zipfile.BadZipFile, StopIteration, ValueError (unknown opcode), truncated data, ...
+        return False
+    return True
+
+
+def _first_sentence(err: Exception) -> str:
+    """The useful part of torch's long messages, on one line: ``Unsupported operand 95`` of a weights-only refusal,
+    else the first sentence (``PytorchStreamReader failed reading zip archive: failed finding central directory``)."""
+    text = str(err)
+    match = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\n\n|$)", text, flags=re.S)
+    text = " ".join((match.group(1) if match else text).split())
+    return text.split(". ", 1)[0][:160]
 
 
 def _atomic_write(path: Path, write) -> None:

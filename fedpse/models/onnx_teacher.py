@@ -19,6 +19,7 @@ Accepted input layouts: ``[T]``, ``[batch, T]``, ``[batch, 1, T]`` (time last; o
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 from fractions import Fraction
@@ -74,12 +75,18 @@ class OnnxTeacher:
         shift_samples: int | None = None,
         num_threads: int = 1,
     ):
+        # Every option but the path and the thread count changes the outputs: kept for the result-cache fingerprint
+        # (taken from the signature, so an option added later is covered too).
+        self.options = {k: v for k, v in locals().items() if k not in ("self", "path", "num_threads")}
         self.path = Path(path)
         if framing not in FRAMINGS:
             raise OnnxTeacherError(self.path, f"unknown framing {framing!r}; expected one of {FRAMINGS}")
         self.framing = framing
         self._macs: dict[str, float] | None = None
         self.session = _open_session(self.path, num_threads)
+        # The bytes the session was built from (not the file as it may be later), for the result-cache key.
+        with open(self.path, "rb") as fh:
+            self.file_sha256 = hashlib.file_digest(fh, "sha256").hexdigest()
         self.sample_rate = int(sample_rate or self._metadata_sample_rate() or SAMPLE_RATE)
         inputs = {i.name: i for i in self.session.get_inputs()}
         outputs = {o.name: o for o in self.session.get_outputs()}
@@ -131,6 +138,16 @@ class OnnxTeacher:
             "framing": self.framing,
             "input": {"name": self._input.name, "shape": list(self._input.shape)},
             "output": {"name": self._output.name, "shape": list(self._output.shape)},
+        }
+
+    def identity(self) -> dict:
+        """What determines this teacher's outputs besides its input: the file's SHA-256, the options it was built
+        with and what it resolved from them and the file (``fedpse.models.identity.model_fingerprint``)."""
+        framing = {k: getattr(self, f"_{k}", None) for k in ("chunk", "hop", "block", "shift")}
+        return {
+            "file_sha256": self.file_sha256,
+            "options": self.options,
+            "resolved": {**self.describe(), "path": None, **framing},
         }
 
     def macs_breakdown(self) -> dict[str, float]:
@@ -368,6 +385,7 @@ class TorchOnnxTeacher(nn.Module):
     def __init__(self, teacher: OnnxTeacher):
         super().__init__()
         self.teacher = teacher
+        self.config: dict | None = None  # the ``teacher.onnx`` config block, when loaded from a config (zoo)
 
     def macs_breakdown(self, sample_rate: int = SAMPLE_RATE) -> dict[str, float]:
         """Forward MACs per second of audio by op type (``OnnxTeacher.macs_breakdown``)."""

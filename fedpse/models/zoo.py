@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from torch import nn
@@ -101,7 +102,9 @@ def load_teacher(cfg: Config) -> tuple[nn.Module, dict]:
             card["macs_per_second"] = sum(teacher.macs_breakdown().values())
         except ValueError as err:  # the ledger then records the teacher's MACs as unknown
             card["macs_per_second"], card["macs_error"] = None, str(err)
-        return teacher.as_torch_teacher().eval(), card
+        wrapper = teacher.as_torch_teacher().eval()
+        wrapper.config = dataclasses.asdict(o)  # the whole block is part of the result-cache key
+        return wrapper, card
     model, card = _load_or_init(teacher_spec(cfg), cfg.teacher.checkpoint, "teacher.checkpoint")
     for p in model.parameters():
         p.requires_grad_(False)

@@ -1,15 +1,17 @@
 """Reports over finished run directories: PNG figures, a Markdown report and a self-contained HTML page.
 
 ``build_report([run_dir, ...], out_dir)`` reads each run (``users.csv``, ``summary.json``, ``evaluations.csv``,
-``rounds.csv``, ``config.yaml``; see ``fedpse.results.store``), draws the figures and writes::
+``rounds.csv``, ``config.yaml``; see ``fedpse.results.store``; ``ledger.csv`` is only validated), draws the figures
+and writes::
 
     OUT/report.md        the report, referencing figures/*.png
     OUT/report.html      the same report with the figures embedded (one file, no external references)
     OUT/figures/*.png    gain_distribution, gain_vs_minutes, gap_closure, tradeoffs
 
 Columns are read by name: optional columns may be missing or empty, extra columns are ignored. A directory that
-cannot be read raises ``ReportError`` naming the file (and line) at fault. Figure functions are pure: runs in,
-PNG bytes out (matplotlib's Agg canvas, no pyplot state).
+cannot be read raises ``ReportError`` naming the file (and line) at fault; so does a number that is not finite (an
+empty cell is "no value"; a ``nan`` or ``inf`` cell was written by something broken). Figure functions are pure:
+runs in, PNG bytes out (matplotlib's Agg canvas, no pyplot state).
 """
 
 from __future__ import annotations
@@ -31,7 +33,13 @@ import numpy as np
 import yaml
 
 from fedpse.config import flatten
-from fedpse.results.store import USER_COLUMNS, USER_TEXT_COLUMNS, RunStore
+from fedpse.results.store import (
+    LEDGER_COLUMNS,
+    LEDGER_TEXT_COLUMNS,
+    USER_COLUMNS,
+    USER_TEXT_COLUMNS,
+    RunStore,
+)
 
 # Said when a started run directory (it has config.yaml) lacks users.csv or summary.json, written when a run ends.
 UNFINISHED_HINT = "is this a finished fedpse run directory? (fedpse simulate --resume {root} finishes it)"
@@ -50,6 +58,27 @@ EVALUATION_NUMERIC = {
     "adapt_audio_seconds",
 }
 ROUND_NUMERIC = {"round", "selected", "completed", "failed", "mean_gain_db", "wall_seconds"}
+LEDGER_NUMERIC = set(LEDGER_COLUMNS) - LEDGER_TEXT_COLUMNS
+
+
+def _whole(value: float) -> bool:
+    return math.isfinite(value) and value >= 0 and value == int(value)
+
+
+def _non_negative_or_empty(value: float) -> bool:
+    return math.isnan(value) or value >= 0
+
+
+# Per ledger column: (accepted?, what was expected). Every message row has a round, a direction and a size.
+LEDGER_CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "round": (_whole, "a whole number >= 0 (0 = registration)"),
+    "direction": (lambda v: v in ("up", "down"), "'up' or 'down'"),
+    "bytes": (_whole, "a whole number of bytes >= 0"),
+    **{
+        name: (_non_negative_or_empty, "a number >= 0, or empty when unknown")
+        for name in ("audio_seconds", "device_macs", "server_macs", "sim_seconds", "wall_seconds")
+    },
+}
 # Per-user cost columns of users.csv: (column, what it is).
 COSTS = {
     "bytes_up": "bytes up",
@@ -167,22 +196,30 @@ def _finite_or_nan(value: Any) -> float:
 
 
 def _number(text: str) -> float:
-    """A CSV cell as a float: empty → NaN, non-finite → NaN; anything else non-numeric raises ValueError."""
+    """A CSV cell as a float: empty → NaN (no value); non-numeric or non-finite text raises ValueError."""
     text = text.strip()
     if not text:
         return math.nan
     value = float(text)
-    return value if math.isfinite(value) else math.nan
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is not finite")
+    return value
 
 
 def read_csv_table(
-    path: Path, numeric: set[str], required: Sequence[str] = (), what: str = "table"
+    path: Path,
+    numeric: set[str],
+    required: Sequence[str] = (),
+    what: str = "table",
+    checks: dict[str, tuple[Callable[[Any], bool], str]] | None = None,
 ) -> list[dict]:
     """Rows of a run table as dicts; ``numeric`` columns (those present) parsed as floats.
 
     Raises ``ReportError`` naming the file and line for a missing header, a row with the wrong number of fields
-    (e.g. a truncated last line) or a non-numeric value in a numeric column.
+    (e.g. a truncated last line), a non-numeric or non-finite value in a numeric column, or a value that fails the
+    column's entry in ``checks`` (``{column: (accepted(value) -> bool, what was expected)}``).
     """
+    checks = checks or {}
     rows: list[dict] = []
     try:
         with open(path, newline="", encoding="utf-8") as fh:
@@ -212,17 +249,31 @@ def read_csv_table(
                         try:
                             row[name] = _number(text)
                         except ValueError:
+                            kind = "finite number" if _is_float(text) else "number"
                             raise ReportError(
-                                f"{path}, line {line}: column {name} = {text[:40]!r} is not a number"
+                                f"{path}, line {line}: column {name} = {text[:40]!r} is not a {kind} "
+                                "(an empty cell means no value)"
                             ) from None
                     else:
                         row[name] = text
+                    if name in checks and not checks[name][0](row[name]):
+                        raise ReportError(
+                            f"{path}, line {line}: column {name} = {text[:40]!r}; expected {checks[name][1]}"
+                        )
                 rows.append(row)
     except csv.Error as err:
         raise ReportError(f"{path}: not a readable CSV file ({err})") from None
     except UnicodeDecodeError:
         raise ReportError(f"{path}: not a text CSV file (undecodable bytes) — the file is corrupt") from None
     return rows
+
+
+def _is_float(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def read_summary(store: RunStore) -> dict:
@@ -341,6 +392,16 @@ def load_run(root: str | Path) -> Run:
         if store.path("rounds").is_file()
         else []
     )
+    if store.path(
+        "ledger"
+    ).is_file():  # not drawn, but the costs in users.csv come from it: a damaged one is said
+        read_csv_table(
+            store.path("ledger"),
+            LEDGER_NUMERIC,
+            required=("round", "user", "direction", "bytes"),
+            what="ledger",
+            checks=LEDGER_CHECKS,
+        )
     mode = summary.get("mode") or _get(config, "federation", "mode") or "unknown"
     return Run(root, str(mode), summary, config, users, evaluations, rounds)
 

@@ -25,6 +25,7 @@ import csv
 import io
 import json
 import math
+import numbers
 from pathlib import Path
 from typing import Any
 
@@ -116,6 +117,7 @@ SCORE_COLUMNS = [
     "stoi_personalized",
 ]
 USER_TEXT_COLUMNS = {"user", "status", "error"}  # every other users.csv column is a number
+LEDGER_TEXT_COLUMNS = {"user", "direction", "kind", "message_type", "precision", "codec", "status", "error"}
 USER_COLUMNS = [
     "user",
     "status",
@@ -264,14 +266,44 @@ class RunStore:
         return rows
 
     def write_summary(self, summary: dict) -> Path:
+        """Write ``summary.json`` (NaN, "no value", as null; an inf raises ``ValueError`` and nothing is written)."""
         path = self.root / "summary.json"
+        text = json_text(summary, str(path))
         tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(summary, indent=1, default=_json_default) + "\n")
+        tmp.write_text(text + "\n")
         tmp.replace(path)
         return path
 
     def read_summary(self) -> dict:
         return json.loads((self.root / "summary.json").read_text())
+
+
+def json_text(value: Any, where: str, indent: int = 1) -> str:
+    """``value`` as strict JSON for a results file (``summary.json``, ``result.json``).
+
+    NaN means "no value" in results (a mean over zero scored users, a gap closure without a teacher lead, MACs that
+    cannot be counted) and is written as null; an infinite number has no such meaning: it raises ``ValueError``
+    naming ``where`` and the key, so a results file never holds invalid JSON (NaN/Infinity) or a silent wrong number.
+    """
+    return json.dumps(_nan_as_null(value, where, ""), indent=indent, default=_json_default, allow_nan=False)
+
+
+def _nan_as_null(value: Any, where: str, key: str) -> Any:
+    if isinstance(value, dict):
+        return {k: _nan_as_null(v, where, f"{key}.{k}" if key else str(k)) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_nan_as_null(v, where, f"{key}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral):  # float, numpy floats
+        number = float(value)
+        if math.isnan(number):
+            return None
+        if math.isinf(number):
+            raise ValueError(
+                f"{where}: {key or 'value'} = {number} is not a finite number; expected a finite number "
+                "(or no value, written as null)"
+            )
+        return number
+    return value
 
 
 def _json_default(value: Any) -> Any:

@@ -5,6 +5,7 @@ Layout of ``<world.cache_dir>/world-<key>/`` (key = hash of the seed and every w
     manifest.json           every voice, place, user, segment and pretraining item, with content hashes
     config.yaml             the resolved config that built it
     build_stats.json        wall time, audio seconds, speed, peak memory (not part of the reproducible manifest)
+    skipped_files.csv       path,reason of every corpus file/place left out (world.{speech,noise}.skip_bad_files)
     babble/<pool>_<k>.npy   babble talker banks (float32, memory-mapped by workers)
     users/<user>/{adapt_000,test_000}.{noisy,clean}.flac, user.json
     pretrain/speech/<speaker>/<k>.flac, pretrain/noise/<place>.flac
@@ -12,25 +13,37 @@ Layout of ``<world.cache_dir>/world-<key>/`` (key = hash of the seed and every w
 Audio is materialised as 16-bit FLAC rather than regenerated on demand: reading is far faster than rendering
 (``benchmarks/world_build.py`` measures both). Same config + seed => identical manifest and audio hashes; a
 complete matching world is reused, a partial one resumes user by user.
+
+Bad corpus audio (unreadable, empty, silent, NaN/inf; noise places too short for a user) stops the build with one
+line naming the first file, or, with ``world.speech.skip_bad_files`` / ``world.noise.skip_bad_files``, is left out
+and listed in ``skipped_files.csv``. An error in a worker process ends the build at once, as raised there.
 """
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import multiprocessing as mp
 import os
+import pickle
 import shutil
+import sys
 import time
+from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import numpy as np
 
-from fedpse.audio.io import SAMPLE_RATE, load_audio, save_audio
+from fedpse.audio.io import SAMPLE_RATE, AudioError, load_audio, save_audio
 from fedpse.config import Config, config_to_dict, dump_config
+from fedpse.paths import ensure_writable_dir
 from fedpse.world.speech import files_stream, seeded_rng, tts_stream
 from fedpse.world.users import (
+    SILENT_NOISE_DBFS,
     SegmentSpec,
+    SilentNoiseError,
     UserPlan,
     check_disjoint,
     mix_at_snr,
@@ -44,6 +57,15 @@ FORMAT_VERSION = 1
 PRETRAIN_NOISE_VALIDATION_FRACTION = 0.1
 # Seed streams: one purpose each, so adding users never changes voices or places.
 S_VOICES, S_USERS, S_PRETRAIN_SPEECH, S_PRETRAIN_NOISE, S_BABBLE, S_USER_AUDIO, S_PLACES = range(1, 8)
+# World settings added after FORMAT_VERSION 1, with the value that builds worlds as before they existed: at that
+# value they stay out of the world key, so worlds (and results keyed by them) cached before them are still found.
+_LATER_KEYS = {
+    ("speech", "skip_bad_files"): False,
+    ("noise", "skip_bad_files"): False,
+    ("noise", "min_rms_dbfs"): -80.0,
+}
+SPEECH_SKIP_KEY, NOISE_SKIP_KEY = "world.speech.skip_bad_files", "world.noise.skip_bad_files"
+SKIPPED_FILES = "skipped_files.csv"
 
 
 class WorldError(ValueError):
@@ -56,6 +78,9 @@ def world_key(cfg: Config) -> str:
     world = config_to_dict(cfg.world)
     world.pop("cache_dir")
     world.pop("workers")
+    for (section, key), old in _LATER_KEYS.items():
+        if world[section][key] == old:
+            del world[section][key]
     blob = json.dumps({"format": FORMAT_VERSION, "seed": cfg.seed, "world": world}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
 
@@ -78,21 +103,82 @@ def _procedural_places(cfg: Config, count: int, stream: int, prefix: str) -> lis
     return places
 
 
-def _corpus_places(cfg: Config) -> tuple[list[dict], list[dict]]:
+def _corpus_places(cfg: Config, bad, pool: _Pool | None) -> tuple[list[dict], list[dict]]:
+    """(user places, pretraining places) of a noise corpus; every recording the world uses is decoded and checked."""
     from fedpse.world.corpora import scan_noise_corpus
 
+    wc = cfg.world
     need = timeline_seconds(cfg)
-    places = scan_noise_corpus(cfg.world.noise.path, cfg.world.noise.source, min_place_seconds=need)
+    long_enough = []
+    for place in scan_noise_corpus(wc.noise.path, wc.noise.source, min_place_seconds=need, bad=bad):
+        if place.total_seconds >= need:
+            long_enough.append(place)
+        else:
+            bad.add(
+                _place_where(place.files),
+                f"noise place {place.place_id!r} has {place.total_seconds:.1f} s of audio, but a user's adaptation + "
+                f"test timeline needs {need:.1f} s; lower world.adaptation_minutes or add longer recordings",
+            )
+    bad.check()
     rng = seeded_rng(cfg.seed, S_PLACES)
-    places = [places[i] for i in rng.permutation(len(places))]
+    places = [long_enough[i] for i in rng.permutation(len(long_enough))]
     n_pre = max(1, len(places) // 4)
-    users = [p for p in places[n_pre:] if p.total_seconds >= need]
+    pending, pre_places = [_place_dict(p) for p in places[n_pre:]], [_place_dict(p) for p in places[:n_pre]]
+    # Check the places users will get, in order; a place that skipped files leave too short hands on to the next.
+    users: list[dict] = []
+    while pending and len(users) < wc.num_users:
+        batch, pending = pending[: wc.num_users - len(users)], pending[wc.num_users - len(users) :]
+        for place, complete in _check_places(cfg, batch, need, bad, pool):
+            if complete:
+                users.append(place)
+            elif bad.skip:
+                bad.add(
+                    _place_where(place["files"]),
+                    f"noise place {place['place_id']!r} has too little usable audio for a user's {need:.1f} s "
+                    "timeline once its bad recordings are left out",
+                )
+    pretrain_seconds = wc.noise.pretrain_seconds_per_environment
+    pre_places = [p for p, _ in _check_places(cfg, pre_places, pretrain_seconds, bad, pool) if p["files"]]
+    bad.check()
     if not users:
+        lost = f"; the others lost recordings to {NOISE_SKIP_KEY}" if bad.skip else ""
         raise WorldError(
-            f"{cfg.world.noise.path}: no noise place (of {len(places) - n_pre} for users) has the {need:.0f} s a user's "
-            "adaptation + test timeline needs; lower world.adaptation_minutes or add longer noise recordings"
+            f"{wc.noise.path}: no noise place is left for users ({len(places)} place(s) hold the {need:.0f} s "
+            f"adaptation + test timeline a user needs, {n_pre} of them go to pretraining{lost}); add longer "
+            "noise recordings or lower world.adaptation_minutes"
         )
-    return [_place_dict(p) for p in users], [_place_dict(p) for p in places[:n_pre]]
+    if not pre_places:
+        raise WorldError(
+            f"{wc.noise.path}: no noise place is left for pretraining (every recording of its {n_pre} place(s) "
+            "was skipped as bad); add noise recordings"
+        )
+    return users, pre_places
+
+
+def _check_places(
+    cfg: Config, places: list[dict], seconds: float, bad, pool: _Pool | None
+) -> list[tuple[dict, bool]]:
+    """Decode each place's recordings up to ``seconds``; bad ones go to ``bad`` and out of the place.
+
+    Returns each place (without its bad files) and whether it still has ``seconds`` of audio.
+    """
+    jobs = [
+        {"kind": "check_place", "place": p, "seconds": seconds, "min_rms_dbfs": cfg.world.noise.min_rms_dbfs}
+        for p in places
+    ]
+    out = []
+    for place, result in zip(places, _run(pool, cfg, jobs, "checking noise"), strict=True):
+        dropped = {path for path, _ in result["bad"]}
+        for path, reason in result["bad"]:
+            bad.add(path, reason)
+        kept = [(f, d) for f, d in zip(place["files"], place["durations"], strict=True) if f not in dropped]
+        place = {**place, "files": [f for f, _ in kept], "durations": [d for _, d in kept]}
+        out.append((place, result["complete"]))
+    return out
+
+
+def _place_where(files) -> str:
+    return os.path.commonpath([str(f) for f in files]) if files else "no files"
 
 
 def _place_dict(place) -> dict:
@@ -100,10 +186,18 @@ def _place_dict(place) -> dict:
     return {"kind": "corpus", "place_id": place.place_id, "files": files, "durations": list(place.durations)}
 
 
-def plan_world(cfg: Config) -> dict:
-    """Everything about the world except its audio: voices, places, users, pretraining items. Deterministic."""
+def plan_world(cfg: Config, pool: _Pool | None = None) -> dict:
+    """Everything about the world except its audio: voices, places, users, pretraining items. Deterministic.
+
+    Corpus files the world will use are checked here (in ``pool``'s worker processes if given); bad ones stop
+    the plan naming the first, or with skip_bad_files are left out and returned in ``plan["skipped"]``.
+    """
+    from fedpse.world.corpora import BadFiles
+
     wc = cfg.world
     plan: dict = {"voices": {}, "babble": {}}
+    bad_speech = BadFiles(SPEECH_SKIP_KEY, wc.speech.skip_bad_files)
+    bad_noise = BadFiles(NOISE_SKIP_KEY, wc.noise.skip_bad_files, what="bad recordings and short places")
     # Speakers.
     if wc.speech.source == "tts":
         from fedpse.world.voices import sample_voices
@@ -120,16 +214,13 @@ def plan_world(cfg: Config) -> dict:
         pre = plan["voices"]["pretrain"]
         pre_speakers = [{"kind": "tts", "voice": v, "speaker_id": v["voice_id"]} for v in pre]
     else:
-        from fedpse.world.speech import scan_corpus_speakers, split_speaker
+        from fedpse.world.speech import scan_corpus_speakers
 
         users, pre = scan_corpus_speakers(wc.speech.path, wc.speech.source, wc.num_users, cfg.seed)
-        test_s, adapt_s = wc.test_mixtures * wc.test_seconds, wc.adaptation_minutes * 60
-        user_speakers = []
-        for spk in users:
-            test, adapt = split_speaker(spk, test_s, adapt_s)
-            user_speakers.append(
-                {"kind": "corpus", "speaker_id": spk.speaker_id, "test_files": test, "adapt_files": adapt}
-            )
+        user_speakers = [
+            {"kind": "corpus", "speaker_id": spk.speaker_id, "test_files": test, "adapt_files": adapt}
+            for spk, (test, adapt) in zip(users, _split_speakers(cfg, users, bad_speech, pool), strict=True)
+        ]
         pre_speakers = [
             {"kind": "corpus", "speaker_id": s.speaker_id, "files": [str(f) for f in s.files]} for s in pre
         ]
@@ -150,7 +241,8 @@ def plan_world(cfg: Config) -> dict:
                 },
             }
     else:
-        user_places, pre_places = _corpus_places(cfg)
+        user_places, pre_places = _corpus_places(cfg, bad_noise, pool)
+    plan["skipped"] = bad_speech.found + bad_noise.found
     # Users.
     layout = segment_layout(cfg)
     lo, hi = wc.snr_db
@@ -188,6 +280,45 @@ def plan_world(cfg: Config) -> dict:
         for k, p in enumerate(pre_places)
     ]
     return plan
+
+
+def _split_speakers(
+    cfg: Config, speakers: list, bad, pool: _Pool | None
+) -> list[tuple[list[str], list[str]]]:
+    """(test files, adaptation files) per user speaker. Strict: from file headers (bad utterances stop the
+    build when rendered); skip_bad_files: every file the split takes is decoded first, so bad ones are left out.
+    """
+    from fedpse.world.corpora import CorpusError
+    from fedpse.world.speech import split_speaker
+
+    wc = cfg.world
+    test_s, adapt_s = wc.test_mixtures * wc.test_seconds, wc.adaptation_minutes * 60
+    if not bad.skip:
+        splits = []
+        for spk in speakers:
+            try:
+                splits.append(split_speaker(spk, test_s, adapt_s, bad))
+            except CorpusError:
+                bad.check()  # a speaker short because of unreadable files: name the files first
+                raise
+        bad.check()
+        return splits
+    jobs = [
+        {
+            "kind": "check_speaker",
+            "speaker": spk,
+            "test_seconds": test_s,
+            "adapt_seconds": adapt_s,
+            "min_rms_dbfs": wc.speech.min_rms_dbfs,
+        }
+        for spk in speakers
+    ]
+    splits = []
+    for result in _run(pool, cfg, jobs, "checking speech"):
+        for path, reason in result["bad"]:
+            bad.add(path, reason)
+        splits.append((result["test"], result["adapt"]))
+    return splits
 
 
 # ------------------------------------------------------------------------------------------------ rendering
@@ -265,8 +396,11 @@ def _job_user(job: dict) -> dict:
         tests = [tts_stream(voice, s.seconds, rng, exclude=set(adapt.texts)) for s in test_specs]
     else:
         min_rms = wc["speech"]["min_rms_dbfs"]
-        adapt = files_stream(speaker["adapt_files"], adapt_seconds, rng, min_rms)
-        test_all = files_stream(speaker["test_files"], sum(s.seconds for s in test_specs), rng, min_rms)
+        try:
+            adapt = files_stream(speaker["adapt_files"], adapt_seconds, rng, min_rms)
+            test_all = files_stream(speaker["test_files"], sum(s.seconds for s in test_specs), rng, min_rms)
+        except AudioError as err:
+            raise _with_skip_hint(err, SPEECH_SKIP_KEY) from None
         tests, pos = [], 0
         for s in test_specs:
             n = int(round(s.seconds * SAMPLE_RATE))
@@ -290,7 +424,13 @@ def _job_user(job: dict) -> dict:
                 dry, Room.from_dict(plan.room), room_cfg["target"], room_cfg["early_ms"], root / "rirs"
             )
         noise = _render_noise(plan.place, spec.noise_start_s, spec.seconds, "user")
-        noisy, clean = mix_at_snr(speech, reference, noise, spec.snr_db)
+        try:
+            noisy, clean = mix_at_snr(speech, reference, noise, spec.snr_db)
+        except SilentNoiseError as err:
+            raise WorldError(
+                f"user {plan.user_id} {spec.name}: noise place {_place_name(plan.place)} is silent from "
+                f"{spec.noise_start_s:.1f} to {spec.noise_start_s + spec.seconds:.1f} s of its timeline; {err}"
+            ) from None
         save_audio(out / f"{spec.name}.noisy.flac", noisy)
         save_audio(out / f"{spec.name}.clean.flac", clean)
         spec.noisy_sha256, spec.clean_sha256 = pcm_sha256(noisy), pcm_sha256(clean)
@@ -309,6 +449,7 @@ def _job_pretrain_speech(job: dict) -> dict:
     out = root / "pretrain" / "speech" / sid
     rng = seeded_rng(cfg["seed"], S_PRETRAIN_SPEECH, job["index"])
     count = cfg["world"]["speech"]["pretrain_utterances_per_voice"]
+    skipped: list[tuple[str, str]] = []
     if spk["kind"] == "tts":
         from fedpse.world.text import sentence
         from fedpse.world.voices import get_synthesizer
@@ -322,7 +463,14 @@ def _job_pretrain_speech(job: dict) -> dict:
         from fedpse.world.corpora import load_speech
 
         min_rms = cfg["world"]["speech"]["min_rms_dbfs"]
-        utts = [(f, load_speech(f, min_rms)) for f in spk["files"]]
+        utts = []
+        for f in spk["files"]:
+            try:
+                utts.append((f, load_speech(f, min_rms)))
+            except AudioError as err:
+                if not cfg["world"]["speech"]["skip_bad_files"]:
+                    raise _with_skip_hint(err, SPEECH_SKIP_KEY) from None
+                skipped.append((err.path, err.reason))
     items, total = [], 0.0
     for k, (text, audio) in enumerate(utts):
         audio = quantize(audio * (0.1 / (np.sqrt(np.mean(audio**2)) + 1e-9)))  # -20 dBFS RMS
@@ -336,6 +484,7 @@ def _job_pretrain_speech(job: dict) -> dict:
         "split": job["split"],
         "items": items,
         "audio_seconds": total,
+        "skipped": skipped,
     }
 
 
@@ -347,6 +496,11 @@ def _job_pretrain_noise(job: dict) -> dict:
     if place["kind"] == "corpus":
         seconds = min(seconds, sum(place["durations"]))
     audio = _render_noise(place, 0.0, seconds, "pretrain")
+    if float(np.mean(np.square(audio, dtype=np.float64))) < 10 ** (SILENT_NOISE_DBFS / 10):
+        raise WorldError(
+            f"pretraining noise place {_place_name(place)} is silent in its first {seconds:.1f} s; "
+            "remove its recordings from the corpus"
+        )
     audio = quantize(audio * (0.1 / (np.sqrt(np.mean(audio**2)) + 1e-9)))
     path = root / "pretrain" / "noise" / f"{pid}.flac"
     save_audio(path, audio)
@@ -361,37 +515,153 @@ def _job_pretrain_noise(job: dict) -> dict:
     }
 
 
+def _job_check_speaker(job: dict) -> dict:
+    """Decode a user speaker's files in order until the test + adaptation split is met; bad ones passed over."""
+    from fedpse.world.corpora import BadFiles, audio_seconds, load_speech
+    from fedpse.world.speech import split_speaker
+
+    def seconds_of(path: Path) -> float:
+        load_speech(path, job["min_rms_dbfs"])
+        return audio_seconds(path)
+
+    bad = BadFiles(SPEECH_SKIP_KEY, skip=True)
+    test, adapt = split_speaker(job["speaker"], job["test_seconds"], job["adapt_seconds"], bad, seconds_of)
+    return {"kind": "check_speaker", "test": test, "adapt": adapt, "bad": bad.found}
+
+
+def _job_check_place(job: dict) -> dict:
+    """Decode a noise place's recordings in order until ``seconds`` of good audio; bad ones passed over."""
+    from fedpse.world.corpora import BadFiles, load_noise, take_files
+
+    place = job["place"]
+    durations = {str(Path(f)): d for f, d in zip(place["files"], place["durations"], strict=True)}
+
+    def seconds_of(path: Path) -> float:
+        load_noise(path, job["min_rms_dbfs"])
+        return durations[str(path)]
+
+    bad = BadFiles(NOISE_SKIP_KEY, skip=True)
+    _, complete = take_files(place["files"], [job["seconds"]], seconds_of, bad)
+    return {"kind": "check_place", "complete": complete, "bad": bad.found}
+
+
+def _place_name(place: dict) -> str:
+    if place["kind"] == "procedural":
+        return f"{place['env_id']!r} ({place['family']})"
+    return f"{place['place_id']!r} ({_place_where(place['files'])})"
+
+
+def _with_skip_hint(err: AudioError, key: str) -> AudioError:
+    """The same error, saying which setting skips bad files instead of stopping."""
+    from fedpse.world.corpora import skip_hint
+
+    return AudioError(err.path, f"{err.reason}; {skip_hint(key)}")
+
+
 _JOBS = {
     "babble": _job_babble,
     "user": _job_user,
     "pretrain_speech": _job_pretrain_speech,
     "pretrain_noise": _job_pretrain_noise,
+    "check_speaker": _job_check_speaker,
+    "check_place": _job_check_place,
 }
 
 
 def _run_job(job: dict) -> dict:
-    return _JOBS[job["kind"]](job)
+    try:
+        return _JOBS[job["kind"]](job)
+    except Exception as err:
+        if _survives_pickling(err):
+            raise
+        # An error that cannot be rebuilt in the parent would be lost (or hang a pool): send its message instead.
+        portable = (
+            ValueError(str(err))
+            if isinstance(err, ValueError)
+            else RuntimeError(f"{type(err).__name__}: {err}")
+        )
+        raise portable from None
 
 
-def _run_all(jobs: list[dict], cfg: Config, root: Path, desc: str, progress: bool) -> list[dict]:
-    from tqdm import tqdm
+def _survives_pickling(err: BaseException) -> bool:
+    try:
+        pickle.loads(pickle.dumps(err))
+    except Exception:
+        return False
+    return True
 
-    cfg_dict = config_to_dict(cfg)
-    results: list[dict] = []
-    bar = tqdm(total=len(jobs), desc=desc, unit="job", disable=not progress, dynamic_ncols=True)
-    if cfg.world.workers == 1 or len(jobs) <= 1:
-        _init_worker(cfg_dict, str(root))
-        for job in jobs:
-            results.append(_run_job(job))
-            bar.update()
-    else:
-        ctx = mp.get_context("spawn")  # fresh interpreters: no inherited torch/espeak state
-        with ctx.Pool(cfg.world.workers, initializer=_init_worker, initargs=(cfg_dict, str(root))) as pool:
-            for res in pool.imap(_run_job, jobs, chunksize=1):
-                results.append(res)
-                bar.update()
-    bar.close()
-    return results
+
+class _Pool:
+    """The build's worker processes, started once and used for every batch of jobs (checks, babble, users).
+
+    ``world.workers == 1`` runs jobs in this process. In processes, the first job that fails cancels the rest and
+    its error is raised here as it was raised there; a worker that dies (e.g. killed for memory) is a ``WorldError``.
+    """
+
+    def __init__(self, cfg: Config, root: Path, progress: bool, workers: int | None = None):
+        self.cfg_dict, self.root, self.progress = config_to_dict(cfg), root, progress
+        self.workers = workers or cfg.world.workers
+        self._executor: ProcessPoolExecutor | None = None
+
+    def run(self, jobs: list[dict], desc: str) -> list[dict]:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(jobs), desc=desc, unit="job", disable=not self.progress, dynamic_ncols=True)
+        try:
+            if self.workers == 1 or len(jobs) <= 1:
+                _init_worker(self.cfg_dict, str(self.root))
+                results = []
+                for job in jobs:
+                    results.append(_run_job(job))
+                    bar.update()
+                return results
+            return self._run_in_processes(jobs, bar)
+        finally:
+            bar.close()
+
+    def _run_in_processes(self, jobs: list[dict], bar) -> list[dict]:
+        if self._executor is None:
+            self._executor = ProcessPoolExecutor(
+                self.workers,
+                mp_context=mp.get_context("spawn"),  # fresh interpreters: no inherited torch/espeak state
+                initializer=_init_worker,
+                initargs=(self.cfg_dict, str(self.root)),
+            )
+        futures = [self._executor.submit(_run_job, job) for job in jobs]
+        pending = set(futures)
+        try:
+            while pending:
+                done, pending = wait(pending, return_when=FIRST_EXCEPTION)
+                for fut in done:
+                    fut.result()  # the first failed job raises here, at once
+                bar.update(len(done))
+        except BrokenProcessPool:
+            raise WorldError(
+                "a world-build worker process died (killed for memory?); lower world.workers and run "
+                "`fedpse world build` again to resume"
+            ) from None
+        finally:
+            for fut in pending:
+                fut.cancel()
+        return [fut.result() for fut in futures]
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=True)
+            self._executor = None
+
+    def __enter__(self) -> _Pool:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _run(pool: _Pool | None, cfg: Config, jobs: list[dict], desc: str) -> list[dict]:
+    """``jobs`` in ``pool``, or in this process when planning runs without one."""
+    if pool is None:
+        pool = _Pool(cfg, world_dir(cfg), progress=False, workers=1)
+    return pool.run(jobs, desc)
 
 
 def build_world(cfg: Config, progress: bool = True) -> World:
@@ -403,21 +673,33 @@ def build_world(cfg: Config, progress: bool = True) -> World:
             return World.open(cfg)
         except WorldError:
             pass  # incomplete or stale: rebuild below (finished users are kept and reused)
+    ensure_writable_dir(root, "world.cache_dir")
     t0 = time.perf_counter()
-    plan = plan_world(cfg)
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "babble").mkdir(exist_ok=True)
-    dump_config(cfg, root / "config.yaml")
-    bank_jobs = [
-        {"kind": "babble", "pool": pool, "k": k, "voice": v, "seconds": spec["seconds"]}
-        for pool, spec in plan["babble"].items()
-        for k, v in enumerate(spec["voices"])
+    with _Pool(cfg, root, progress) as pool:
+        plan = plan_world(cfg, pool)
+        (root / "babble").mkdir(exist_ok=True)
+        dump_config(cfg, root / "config.yaml")
+        bank_jobs = [
+            {"kind": "babble", "pool": name, "k": k, "voice": v, "seconds": spec["seconds"]}
+            for name, spec in plan["babble"].items()
+            for k, v in enumerate(spec["voices"])
+        ]
+        results = pool.run(bank_jobs, "babble talkers")
+        jobs = [{"kind": "user", "plan": u["plan"], "speaker": u["speaker"]} for u in plan["users"]]
+        jobs += [{"kind": "pretrain_speech", "index": i, **s} for i, s in enumerate(plan["pretrain_speech"])]
+        jobs += [{"kind": "pretrain_noise", **p} for p in plan["pretrain_noise"]]
+        results += pool.run(jobs, "world")
+    skipped = plan["skipped"] + [
+        row for r in results if r["kind"] == "pretrain_speech" for row in r["skipped"]
     ]
-    results = _run_all(bank_jobs, cfg, root, "babble talkers", progress)
-    jobs = [{"kind": "user", "plan": u["plan"], "speaker": u["speaker"]} for u in plan["users"]]
-    jobs += [{"kind": "pretrain_speech", "index": i, **s} for i, s in enumerate(plan["pretrain_speech"])]
-    jobs += [{"kind": "pretrain_noise", **p} for p in plan["pretrain_noise"]]
-    results += _run_all(jobs, cfg, root, "world", progress)
+    if cfg.world.speech.skip_bad_files or cfg.world.noise.skip_bad_files:
+        _write_skipped(root / SKIPPED_FILES, skipped)
+    for split in ("train", "val"):  # skipping can leave a pretraining split without speakers
+        if not any(r["items"] for r in results if r["kind"] == "pretrain_speech" and r["split"] == split):
+            raise WorldError(
+                f"{cfg.world.speech.path}: no pretraining speaker is left for {split}: every file of theirs was "
+                f"skipped as bad (listed in {root / SKIPPED_FILES}); add speakers to the corpus"
+            )
     audio_seconds = sum(
         r.get("audio_seconds", 0.0) + r.get("seconds", 0.0) * (r["kind"] == "babble") for r in results
     )
@@ -428,17 +710,20 @@ def build_world(cfg: Config, progress: bool = True) -> World:
         "world": {k: v for k, v in config_to_dict(cfg.world).items() if k not in ("cache_dir", "workers")},
         "voices": plan["voices"],
         "babble": {
-            pool: {
+            name: {
                 **spec,
-                "sha256": [r["sha256"] for r in results if r["kind"] == "babble" and r["pool"] == pool],
+                "sha256": [r["sha256"] for r in results if r["kind"] == "babble" and r["pool"] == name],
             }
-            for pool, spec in plan["babble"].items()
+            for name, spec in plan["babble"].items()
         },
         "users": [_strip(r) for r in results if r["kind"] == "user"],
-        "pretrain_speech": [_strip(r) for r in results if r["kind"] == "pretrain_speech"],
+        # a pretraining speaker whose files were all skipped has nothing to offer
+        "pretrain_speech": [_strip(r) for r in results if r["kind"] == "pretrain_speech" and r["items"]],
         "pretrain_noise": [_strip(r) for r in results if r["kind"] == "pretrain_noise"],
         "complete": True,
     }
+    if cfg.world.speech.skip_bad_files or cfg.world.noise.skip_bad_files:
+        manifest["skipped_files"] = [{"path": path, "reason": reason} for path, reason in skipped]
     tmp = manifest_path.with_suffix(".tmp")
     tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True))
     tmp.rename(manifest_path)
@@ -452,8 +737,21 @@ def build_world(cfg: Config, progress: bool = True) -> World:
     return World(root)
 
 
+def _write_skipped(path: Path, rows: list[tuple[str, str]]) -> None:
+    """``skipped_files.csv`` (path,reason), and one line on stderr saying how many and where."""
+    with open(path, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["path", "reason"])
+        writer.writerows(rows)
+    if rows:
+        print(
+            f"fedpse: world build skipped {len(rows)} bad audio file(s)/place(s); listed in {path}",
+            file=sys.stderr,
+        )
+
+
 def _strip(result: dict) -> dict:
-    return {k: v for k, v in result.items() if k not in ("kind", "audio_seconds")}
+    return {k: v for k, v in result.items() if k not in ("kind", "audio_seconds", "skipped")}
 
 
 # ------------------------------------------------------------------------------------------------ reading

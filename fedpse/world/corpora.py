@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 
@@ -42,6 +43,62 @@ _MAX_LISTED_ERRORS = 5
 
 class CorpusError(ValueError):
     """A corpus on disk does not have the expected shape; the message names the path and what was expected."""
+
+
+@dataclass
+class BadFiles:
+    """Corpus files (or noise places) a world build cannot use, each with why.
+
+    ``skip=True`` (``key`` set to true): they are left out and listed. ``skip=False`` (the default, strict):
+    ``check`` raises one error naming the first and counting the rest.
+    """
+
+    key: str  # the setting that turns skipping on, e.g. "world.speech.skip_bad_files"
+    skip: bool = False
+    what: str = "bad files"  # what the setting skips, for the hint
+    found: list[tuple[str, str]] = field(default_factory=list)
+
+    def add(self, path: str | Path, reason: str) -> None:
+        self.found.append((str(path), reason))
+
+    def check(self) -> None:
+        """In strict mode, a one-line ``CorpusError`` naming the first bad file if any was found."""
+        if self.skip or not self.found:
+            return
+        path, reason = self.found[0]
+        more = f"; {len(self.found) - 1} more found so far" if len(self.found) > 1 else ""
+        raise CorpusError(f"{path}: {reason}{more}; {skip_hint(self.key, self.what)}")
+
+
+def skip_hint(key: str, what: str = "bad files") -> str:
+    return f"to skip {what} and list them, set {key}=true"
+
+
+def take_files(
+    files: list[str | Path], targets: list[float], seconds_of: Callable[[Path], float], bad: BadFiles
+) -> tuple[list[list[tuple[str, float]]], bool]:
+    """Files in order into consecutive partitions of at least ``targets[k]`` seconds each.
+
+    ``seconds_of(path)`` gives a file's usable seconds or raises ``AudioError``; such a file is recorded in
+    ``bad`` and passed over. Returns the partitions and whether every target was met (False: files ran out).
+    """
+    remaining = iter(files)
+    parts: list[list[tuple[str, float]]] = []
+    for target in targets:
+        part, have = [], 0.0
+        while have < target:
+            path = next(remaining, None)
+            if path is None:
+                return [*parts, part], False
+            try:
+                seconds = seconds_of(Path(path))
+            except AudioError as err:
+                bad.add(err.path, err.reason)
+                continue
+            part.append((str(path), seconds))
+            have += seconds
+        parts.append(part)
+    return parts, True
 
 
 # ------------------------------------------------------------------------------------------- file headers
@@ -79,14 +136,21 @@ def audio_seconds(path: str | Path) -> float:
     return _loaded_length(info.frames, info.samplerate) / SAMPLE_RATE
 
 
-def _durations(files: list[Path]) -> list[float]:
-    """Durations of many files; every unreadable file is reported at once (path and reason)."""
+def _durations(files: list[Path], bad: BadFiles | None = None) -> list[float | None]:
+    """Durations of many files; every unreadable file is reported at once (path and reason).
+
+    With ``bad`` given, unreadable files are recorded there instead and get ``None``.
+    """
     durations, errors = [], []
     for path in files:
         try:
             durations.append(audio_seconds(path))
         except AudioError as err:
-            errors.append(str(err))
+            if bad is None:
+                errors.append(str(err))
+            else:
+                bad.add(err.path, err.reason)
+                durations.append(None)
     if errors:
         shown = "\n  ".join(errors[:_MAX_LISTED_ERRORS])
         more = (
@@ -184,18 +248,32 @@ def _check_librispeech_speaker(root: Path, folder: Path, files: list[Path]) -> N
     raise CorpusError(f"{misplaced[0]}: does not match the LibriSpeech layout {LIBRISPEECH_LAYOUT}{hint}")
 
 
-def load_speech(path: str | Path, min_rms_dbfs: float = -60.0) -> np.ndarray:
-    """One utterance via the loader (mono float32, 16 kHz); an all-silent one raises ``AudioError`` naming it."""
+def rms_dbfs(audio: np.ndarray) -> float:
+    """RMS level in dB relative to full scale; -inf for all-zero audio."""
+    rms = float(np.sqrt(np.mean(np.square(audio, dtype=np.float64)))) if len(audio) else 0.0
+    return 20.0 * math.log10(rms) if rms > 0 else -math.inf
+
+
+def _load_audible(path: str | Path, min_rms_dbfs: float, what: str, key: str) -> np.ndarray:
     audio = load_audio(path)
-    rms = float(np.sqrt(np.mean(np.square(audio, dtype=np.float64))))
-    level_dbfs = 20.0 * math.log10(rms) if rms > 0 else -math.inf
+    level_dbfs = rms_dbfs(audio)
     if level_dbfs < min_rms_dbfs:
         raise AudioError(
             path,
-            f"utterance is silent (RMS {level_dbfs:.1f} dBFS, below min_rms_dbfs={min_rms_dbfs:.1f}); "
-            "remove the file from the corpus or lower world.speech.min_rms_dbfs",
+            f"{what} is silent (RMS {level_dbfs:.1f} dBFS, below min_rms_dbfs={min_rms_dbfs:.1f}); "
+            f"remove the file from the corpus or lower {key}",
         )
     return audio
+
+
+def load_speech(path: str | Path, min_rms_dbfs: float = -60.0) -> np.ndarray:
+    """One utterance via the loader (mono float32, 16 kHz); an all-silent one raises ``AudioError`` naming it."""
+    return _load_audible(path, min_rms_dbfs, "utterance", "world.speech.min_rms_dbfs")
+
+
+def load_noise(path: str | Path, min_rms_dbfs: float = -80.0) -> np.ndarray:
+    """One noise recording via the loader; a silent one raises ``AudioError`` (mixing it would fake the SNR)."""
+    return _load_audible(path, min_rms_dbfs, "noise recording", "world.noise.min_rms_dbfs")
 
 
 def check_speaker_duration(speaker: CorpusSpeaker, needed_seconds: float) -> float:
@@ -312,7 +390,10 @@ def group_places(
 
 
 def scan_noise_corpus(
-    root: str | Path, layout: str, min_place_seconds: float = DEFAULT_MIN_PLACE_SECONDS
+    root: str | Path,
+    layout: str,
+    min_place_seconds: float = DEFAULT_MIN_PLACE_SECONDS,
+    bad: BadFiles | None = None,
 ) -> list[NoisePlace]:
     """Noise places of a corpus, sorted by id. ``layout``: ``"wham"``, ``"musan"``, ``"demand"`` or ``"folder"``.
 
@@ -323,11 +404,13 @@ def scan_noise_corpus(
     folder: each immediate subfolder with audio (recursively) is one place named after it; audio files loose
     in ``root`` are grouped into places ``loose-0000``, ...; subfolders without audio are ignored.
     Grouped layouts drop a trailing group shorter than ``min_place_seconds`` (see ``group_places``).
+    Unreadable files stop the scan with one error listing them; with ``bad`` given they are recorded there and
+    left out instead.
     """
     _check_layout(layout, NOISE_LAYOUTS, "noise corpus")
     root = _existing_dir(root, "noise corpus root")
     scan = {"wham": _scan_wham, "musan": _scan_musan, "demand": _scan_demand, "folder": _scan_folder}[layout]
-    places = scan(root, min_place_seconds)
+    places = scan(root, min_place_seconds, bad)
     if not places:
         raise CorpusError(
             f"{root}: no noise place of at least {min_place_seconds:.0f} s could be formed from the {layout} "
@@ -340,11 +423,17 @@ def scan_noise_corpus(
     return sorted(places, key=lambda p: p.place_id)
 
 
-def _grouped(files: list[Path], min_seconds: float, prefix: str) -> list[NoisePlace]:
-    return group_places(files, _durations(files), min_seconds, prefix)
+def _readable(files: list[Path], bad: BadFiles | None) -> tuple[list[Path], list[float]]:
+    """The files whose headers read, and their durations (see ``_durations``)."""
+    pairs = [(f, d) for f, d in zip(files, _durations(files, bad), strict=True) if d is not None]
+    return [f for f, _ in pairs], [d for _, d in pairs]
 
 
-def _scan_wham(root: Path, min_seconds: float) -> list[NoisePlace]:
+def _grouped(files: list[Path], min_seconds: float, prefix: str, bad: BadFiles | None) -> list[NoisePlace]:
+    return group_places(*_readable(files, bad), min_seconds, prefix)
+
+
+def _scan_wham(root: Path, min_seconds: float, bad: BadFiles | None) -> list[NoisePlace]:
     splits = [root / s for s in WHAM_SPLITS if (root / s).is_dir()]
     if not splits:
         raise CorpusError(
@@ -355,11 +444,11 @@ def _scan_wham(root: Path, min_seconds: float) -> list[NoisePlace]:
         files = _audio_in(split, (".wav",))
         if not files:
             raise CorpusError(f"{split}: WHAM! split folder has no .wav files; expected {split}/*.wav")
-        places += _grouped(files, min_seconds, split.name)
+        places += _grouped(files, min_seconds, split.name, bad)
     return places
 
 
-def _scan_musan(root: Path, min_seconds: float) -> list[NoisePlace]:
+def _scan_musan(root: Path, min_seconds: float, bad: BadFiles | None) -> list[NoisePlace]:
     sources = [root / "noise" / s for s in MUSAN_NOISE_SOURCES if (root / "noise" / s).is_dir()]
     if not sources:
         raise CorpusError(
@@ -373,13 +462,13 @@ def _scan_musan(root: Path, min_seconds: float) -> list[NoisePlace]:
         files = _audio_below(source)
         if not files:
             raise CorpusError(f"{source}: MUSAN source folder has no audio files")
-        places += _grouped(files, min_seconds, f"{source.parent.name}-{source.name}")
+        places += _grouped(files, min_seconds, f"{source.parent.name}-{source.name}", bad)
     if music.is_dir() and _audio_in(music):
-        places += _grouped(_audio_in(music), min_seconds, "music")
+        places += _grouped(_audio_in(music), min_seconds, "music", bad)
     return places
 
 
-def _scan_demand(root: Path, min_seconds: float) -> list[NoisePlace]:
+def _scan_demand(root: Path, min_seconds: float, bad: BadFiles | None) -> list[NoisePlace]:
     channels = []
     for env in _subdirs(root):
         candidates = [env / "ch01.wav"] + [sub / "ch01.wav" for sub in _subdirs(env)]
@@ -388,19 +477,21 @@ def _scan_demand(root: Path, min_seconds: float) -> list[NoisePlace]:
         raise CorpusError(
             f"{root}: no DEMAND environments; expected root/<ENV>/ch01.wav or root/<ENV>_16k/<ENV>/ch01.wav"
         )
-    durations = _durations(channels)
+    channels, durations = _readable(channels, bad)
     return [NoisePlace(c.parent.name, [c], [d]) for c, d in zip(channels, durations, strict=True)]
 
 
-def _scan_folder(root: Path, min_seconds: float) -> list[NoisePlace]:
+def _scan_folder(root: Path, min_seconds: float, bad: BadFiles | None) -> list[NoisePlace]:
     places = []
     for folder in _subdirs(root):
         files = _audio_below(folder)
         if files:
-            places.append(NoisePlace(folder.name, files, _durations(files)))
+            files, durations = _readable(files, bad)
+            if files:
+                places.append(NoisePlace(folder.name, files, durations))
     loose = _audio_in(root)
     if loose:
-        places += _grouped(loose, min_seconds, "loose")
+        places += _grouped(loose, min_seconds, "loose", bad)
     if not places and not loose:
         raise CorpusError(f"{root}: no audio files ({', '.join(AUDIO_EXTENSIONS)}) in the folder or below it")
     return places

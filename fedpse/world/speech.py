@@ -76,18 +76,34 @@ def files_stream(files: list[str], seconds: float, rng: np.random.Generator, min
     return Stream(_fit(pieces, n), used)
 
 
-def split_speaker(speaker, test_seconds: float, adapt_seconds: float) -> tuple[list[str], list[str]]:
-    """(test files, adaptation files) of a corpus speaker: disjoint, test first; errors if it is too short."""
-    from fedpse.world.corpora import audio_seconds, check_speaker_duration
+def split_speaker(
+    speaker, test_seconds: float, adapt_seconds: float, bad=None, seconds_of=None
+) -> tuple[list[str], list[str]]:
+    """(test files, adaptation files) of a corpus speaker: disjoint, test first, each holding at least the audio
+    asked for. A file ``seconds_of`` (default: its header) cannot read goes to ``bad`` (a ``BadFiles``) and is
+    passed over. Raises ``CorpusError`` naming the speaker if the usable files run out.
+    """
+    import os
 
-    check_speaker_duration(speaker, test_seconds + adapt_seconds)
-    test, acc = [], 0.0
-    for path in speaker.files:
-        if acc >= test_seconds:
-            break
-        test.append(str(path))
-        acc += audio_seconds(path)
-    return test, [str(p) for p in speaker.files[len(test) :]]
+    from fedpse.world.corpora import BadFiles, CorpusError, audio_seconds, take_files
+
+    bad = BadFiles("world.speech.skip_bad_files") if bad is None else bad
+    before = len(bad.found)
+    parts, complete = take_files(
+        speaker.files, [test_seconds, adapt_seconds], seconds_of or audio_seconds, bad
+    )
+    if not complete:
+        have = sum(s for part in parts for _, s in part)
+        used = sum(len(part) for part in parts)
+        skipped = len(bad.found) - before
+        folder = os.path.commonpath([str(f) for f in speaker.files]) if speaker.files else "no files"
+        after = f" (after passing over {skipped} bad file(s))" if skipped else ""
+        raise CorpusError(
+            f"speaker {speaker.speaker_id!r} ({folder}): has {have:.1f} s of usable audio in {used} file(s){after}, "
+            f"but the requested split needs {test_seconds:.1f} s of test + {adapt_seconds:.1f} s of adaptation "
+            "audio in whole files; use a longer speaker or shorten world.adaptation_minutes / test mixtures"
+        )
+    return [p for p, _ in parts[0]], [p for p, _ in parts[1]]
 
 
 def scan_corpus_speakers(root: str | Path, layout: str, num_users: int, seed: int):

@@ -18,6 +18,11 @@ from fedpse.config import Config
 
 MIX_RMS_DBFS = -26.0  # every mixture is normalised to this level (clean reference gets the same gain)
 PEAK_LIMIT = 0.95
+SILENT_NOISE_DBFS = -100.0  # noise this quiet is digital silence: no gain can bring it to an SNR
+
+
+class SilentNoiseError(ValueError):
+    """The noise for a mixture has no energy: mixing it would record an SNR the audio does not have."""
 
 
 @dataclass
@@ -97,12 +102,19 @@ def mix_at_snr(speech: np.ndarray, reference: np.ndarray, noise: np.ndarray, snr
     """Scale noise to ``snr_db`` against the (reverberant) speech, normalise the mixture level, limit peaks.
 
     Returns (noisy, clean_reference) with the same gain applied to both. Silent speech gets noise at its nominal
-    level (SNR undefined; such a chunk is pure noise, which a device also hears in real life).
+    level (SNR undefined; such a chunk is pure noise, which a device also hears in real life). Silent noise is a
+    ``SilentNoiseError``: the "noisy" chunk would be clean speech recorded at a nominal SNR.
     """
     p_speech = float(np.mean(speech.astype(np.float64) ** 2))
-    p_noise = float(np.mean(noise.astype(np.float64) ** 2)) + 1e-12
+    p_noise = float(np.mean(noise.astype(np.float64) ** 2)) if len(noise) else 0.0
+    if p_noise < 10 ** (SILENT_NOISE_DBFS / 10):
+        level = f"{10 * math.log10(p_noise):.1f} dBFS" if p_noise > 0 else "-inf dBFS"
+        raise SilentNoiseError(
+            f"the noise is silent (RMS {level}); mixing it at {snr_db:.1f} dB SNR would give clean speech "
+            "labelled as noisy"
+        )
     if p_speech > 1e-10:
-        noise = noise * math.sqrt(p_speech / (p_noise * 10 ** (snr_db / 10)))
+        noise = noise * math.sqrt(p_speech / ((p_noise + 1e-12) * 10 ** (snr_db / 10)))  # as before the guard
     noisy = speech + noise
     gain = 10 ** (MIX_RMS_DBFS / 20) / (math.sqrt(float(np.mean(noisy.astype(np.float64) ** 2))) + 1e-9)
     peak = float(np.max(np.abs(noisy))) * gain

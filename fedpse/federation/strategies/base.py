@@ -24,8 +24,9 @@ from flwr.serverapp import Grid
 from torch import nn
 
 from fedpse.distill.cache import ResultCache, model_key
+from fedpse.federation.interrupts import Interrupted, ServerError, check_stop, is_interruption
 from fedpse.federation.ledger import Ledger
-from fedpse.federation.payloads import describe_payload
+from fedpse.federation.payloads import PayloadError, describe_payload
 from fedpse.federation.plan import RunPlan
 from fedpse.models.macs import forward_macs
 
@@ -85,10 +86,10 @@ class ServerSide:
     def cache(self) -> ResultCache:
         return ResultCache(self.plan.cfg.federation.cache_dir)
 
-    def teacher_outputs(self, chunks: list[np.ndarray]) -> list[np.ndarray]:
-        """The teacher's pseudo-targets for ``chunks`` (reused from the result cache when computed before; the
-        caller charges the teacher's MACs either way)."""
-        return self.cache.targets(self.teacher, self.teacher_key, chunks)
+    def teacher_outputs(self, chunks: list[np.ndarray], user: str | None = None) -> list[np.ndarray]:
+        """The teacher's pseudo-targets for ``user``'s ``chunks`` (reused from the result cache when computed before;
+        the caller charges the teacher's MACs either way). NaN or inf outputs raise ``NonFiniteOutputError``."""
+        return self.cache.targets(self.teacher, self.teacher_key, chunks, user=user)
 
     def teacher_macs(self, audio_seconds: float) -> float:
         """MACs of running the teacher on ``audio_seconds`` of audio (NaN when they cannot be counted, e.g. an ONNX
@@ -156,6 +157,18 @@ def record_adaptation(outcome: Outcome, reply: Message) -> Outcome:
 
 
 # ------------------------------------------------------------------------------------------------ driving
+def device_fault(err: BaseException) -> bool:
+    """Whether a server-side exception is the user's device's fault (it sent a payload that cannot be decoded, or
+    its own student diverged), so that only this user's round fails."""
+    return isinstance(err, PayloadError) or getattr(err, "device_fault", False)
+
+
+def stops_run(error: str) -> bool:
+    """A device's error reply that is not the device's fault either: the teacher it runs (teacher_weights) gave
+    non-finite outputs, which every device would hit alike."""
+    return error.startswith("NonFiniteOutputError: teacher ")
+
+
 def error_summary(reason: str) -> str:
     """The device's own exception from Flower's long error reason (falls back to its last line)."""
     found = re.findall(r"(?:^|\n)\s*([A-Za-z_][\w.]*(?:Error|Exception)): (.+)", reason)
@@ -198,7 +211,13 @@ def drive(
         except StopIteration as stop:
             finish(user, stop.value)
             return
-        except Exception as err:  # server-side work failed for this user only
+        except Exception as err:
+            check_stop()  # interrupted in the middle of server-side work: nobody's failure
+            if not device_fault(err):
+                raise ServerError(
+                    f"server-side {strategy.name} work for user {user} in round {job.round} failed "
+                    f"({type(err).__name__}: {err}); the run stops here, as every user would fail alike"
+                ) from err
             finish(user, Outcome(user, ok=False, error=f"server: {type(err).__name__}: {err}"[:300]))
             return
         message = Message(
@@ -221,6 +240,7 @@ def drive(
         pending[message_id] = (user, send.message_type, send.reply_kind, time.monotonic())
 
     while waiting or pending:
+        check_stop()
         while waiting and len(active) < max_in_flight:
             job = waiting.pop()
             active[job.user] = (job, strategy.conversation(job))
@@ -238,6 +258,11 @@ def drive(
             }
             if reply.has_error():
                 error = error_summary(reply.error.reason or "")
+                if is_interruption(error):  # the device's work was cut by Ctrl-C, not by a fault of its own
+                    check_stop()
+                    raise Interrupted()
+                if stops_run(error):
+                    raise ServerError(f"user {user}'s device, round {common['round']}: {error}")
                 ledger.charge(reply, direction="up", status="error", error=error, **common)
                 finish(user, Outcome(user, ok=False, error=error))
                 continue

@@ -66,6 +66,7 @@ class ServerCopy:
             targets,
             self.plan.round_adapt(),
             seed=self.plan.adapt_seed(self.user, round_number),
+            user=self.user,
         )
         save_checkpoint(path, student, card={"user": self.user, "round": round_number}, dtype="fp32")
         return student, result
@@ -94,7 +95,9 @@ class CloudStudent(DeliveryStrategy):
             uploaded = decode_audio_record(upload.content["audio"])
             copy.keep_uploads(uploaded)
             noisy_new = [uploaded[name] for name in job.new]
-            copy.keep_targets(dict(zip(job.new, self.server.teacher_outputs(noisy_new), strict=True)))
+            copy.keep_targets(
+                dict(zip(job.new, self.server.teacher_outputs(noisy_new, job.user), strict=True))
+            )
             server_macs += self.server.teacher_macs(sum(len(x) for x in noisy_new) / SAMPLE_RATE)
         noisy = copy.uploads(job.train_on)
         student, result = copy.fine_tune(noisy, copy.targets(job.train_on), job.round)

@@ -37,7 +37,7 @@ class PseudoTargets(DeliveryStrategy):
         started = time.perf_counter()
         uploaded = decode_audio_record(upload.content["audio"])
         noisy = [uploaded[name] for name in job.new]
-        targets = self.server.teacher_outputs(noisy)
+        targets = self.server.teacher_outputs(noisy, job.user)
         content["targets"] = encode_targets(
             dict(zip(job.new, targets, strict=True)), self.fed.targets_precision
         )
