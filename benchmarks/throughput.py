@@ -83,7 +83,7 @@ def phase_bare(cfg, run_dir: Path) -> dict:
     from fedpse.federation.device import generic_student
     from fedpse.federation.evaluator import Evaluator
     from fedpse.federation.plan import select_users
-    from fedpse.federation.runner import prepare
+    from fedpse.federation.prepare import prepare
 
     torch.set_num_threads(1)
     plan = prepare(cfg, run_dir)
@@ -159,7 +159,7 @@ def run_phase(
 
 
 def bench(users: int, cpus: int, extra: list[str], world_users: int, keep: bool, core: int = 0) -> dict:
-    from fedpse.federation.runner import open_world
+    from fedpse.world.cache import open_world
 
     cfg = bench_config(users, cpus, extra, world_users)
     t0 = time.perf_counter()

@@ -1,4 +1,4 @@
-"""`fedpse` command line: parse, call, print. Commands grow with the framework (see README)."""
+"""`fedpse` command line: parse, call, print (each command is a thin ``cmd_*`` over the package)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,26 @@ import sys
 import time
 
 from fedpse.config import ConfigError, describe, load_config
+
+DESCRIPTION = """\
+Federated, zero-shot personalization of speech enhancement by knowledge distillation, simulated.
+
+A world of simulated users (each with a voice, a noise place and an SNR of its own) is built once.
+Every user's small on-device student is then fine-tuned toward a large teacher's outputs on the user's
+own unlabeled noisy audio (zero-shot: no clean speech), the teacher's knowledge reaching each device by
+one of several delivery modes (pseudo-targets, teacher weights, a cloud-trained student, ...) over a
+Flower federation on Ray; every byte, MAC and simulated second is accounted per user.
+
+main commands:
+  fedpse world build            build (or reuse) the world of users a config describes
+  fedpse simulate --out RUN     personalize every user over the federation (--modes A,B: several modes)
+  fedpse simulate --resume RUN  continue an interrupted run from its last completed work
+  fedpse report RUN [RUN ...]   Markdown + HTML report with figures from finished runs
+  fedpse config keys            every config key, its default and meaning"""
+
+EPILOG = """\
+Every command takes a YAML config and --set dotted.key=value overrides (see `fedpse config keys`).
+Start with README.md (what fedpse does, the first run, the delivery modes) and docs/ for the how-tos."""
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
@@ -23,7 +43,12 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fedpse", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="fedpse",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     world = sub.add_parser("world", help="build or inspect the world of users")
@@ -140,7 +165,8 @@ def _world_summary(world) -> dict:
 
 
 def cmd_world(args) -> int:
-    from fedpse.world.cache import World, build_world
+    from fedpse.world.cache import build_world
+    from fedpse.world.reader import World
 
     cfg = load_config(args.config, args.overrides)
     if args.action == "build":
@@ -163,10 +189,12 @@ def cmd_pretrain(args) -> int:
 
     from fedpse.config import dump_config
     from fedpse.distill.pretrain import pretrain
-    from fedpse.world.cache import World
+    from fedpse.models.accelerator import role_device
+    from fedpse.world.reader import World
 
     overrides = [*args.overrides, *([f"pretrain.out_dir={args.out}"] if args.out else [])]
     cfg = load_config(args.config, overrides)
+    role_device(cfg, "pretrain")  # a device this machine lacks is refused before any work
     world = World.open(cfg)
     out = Path(cfg.pretrain.out_dir).expanduser() / args.role
     dump_config(cfg, out / "config.yaml")
@@ -192,24 +220,28 @@ def cmd_pretrain(args) -> int:
 
 
 def cmd_adapt(args) -> int:
-    import zlib
     from pathlib import Path
 
     from fedpse.config import dump_config
     from fedpse.distill.adapt import personalize_user
+    from fedpse.distill.scores import user_seed
+    from fedpse.models.accelerator import role_device
     from fedpse.models.zoo import load_student, load_teacher
     from fedpse.results.store import json_text
-    from fedpse.world.cache import World
+    from fedpse.world.reader import World
 
     cfg = load_config(args.config, args.overrides)
+    device = role_device(cfg, "client")  # fedpse adapt is one user's device-side KD
     world = World.open(cfg)
     world.user(args.user)  # clear error for an unknown user before loading models
     out = Path(args.out or f"runs/adapt-{args.user}")
     dump_config(cfg, out / "config.yaml")
     student, student_card = load_student(cfg)
     teacher, teacher_card = load_teacher(cfg)
-    seed = zlib.crc32(f"{cfg.seed}:{args.user}".encode())
-    row = personalize_user(world, args.user, student, teacher, cfg.adapt, seed=seed, targets=args.targets)
+    seed = user_seed(cfg.seed, args.user)
+    row = personalize_user(
+        world, args.user, student, teacher, cfg.adapt, seed=seed, targets=args.targets, device=device
+    )
     row["student"], row["teacher"] = student_card.get("arch", "?"), teacher_card.get("arch", "?")
     text = json_text(row, str(out / "result.json"))  # NaN (no value) as null: strict JSON
     (out / "result.json").write_text(text + "\n")
@@ -221,7 +253,8 @@ def cmd_simulate(args) -> int:
     from pathlib import Path
 
     from fedpse.federation.interrupts import Interrupted
-    from fedpse.federation.runner import default_run_dir, resume, simulate_many, summary_table
+    from fedpse.federation.prepare import default_run_dir
+    from fedpse.federation.runner import resume, simulate_many, summary_table
 
     if args.resume:
         if args.out or args.modes:
@@ -269,6 +302,7 @@ def cmd_simulate(args) -> int:
 
 
 def cmd_report(args) -> int:
+    import fedpse.federation.strategies  # noqa: F401  each mode registers its colour and order for the report
     from fedpse.results.report import build_report
 
     report = build_report(args.run_dirs, args.out)

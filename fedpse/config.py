@@ -3,6 +3,9 @@
 Every field carries its constraints in ``field(metadata=...)``: ``min``/``max`` (inclusive), ``choices``, ``help``.
 Unknown keys, wrong types and out-of-range values raise ``ConfigError`` naming the dotted key path and what was
 expected, before any work starts. ``dump_config`` writes the resolved config next to a command's outputs.
+
+This is the bottom layer: it knows no delivery mode and no noise family. Those are checked by the layers that define
+them, also before any work: ``fedpse.federation.prepare.check_federation`` and ``fedpse.world.reader.check_world_config``.
 """
 
 from __future__ import annotations
@@ -172,6 +175,18 @@ class PretrainConfig:
     lr: float = _f(1e-3, "Adam learning rate", min=0.0)
     snr_db: list[float] = _f([-5.0, 10.0], "online mixing SNR range [low, high] dB")
     grad_clip: float = _f(5.0, "gradient norm clip (0 = off)", min=0.0)
+    amp: str = _f(
+        "off",
+        "mixed precision on CUDA: fp16 (with loss scaling) or bf16 autocast; ignored on the CPU (said in the log)",
+        choices=["off", "fp16", "bf16"],
+    )
+    workers: int = _f(
+        0,
+        "processes mixing training batches ahead of the optimizer (0 = in the training loop); each step's batch "
+        "is the same either way",
+        min=0,
+        max=64,
+    )
     noise_augment: float = _f(
         0.0,
         "share of training noises made new: a second place mixed in, spectral tilt, time reversal",
@@ -201,17 +216,53 @@ class AdaptConfig:
     threads: int = _f(1, "torch threads", min=1, max=256)
 
 
+# ------------------------------------------------------------------------------------------------ device
+_DEVICE_NAME = re.compile(r"auto|cpu|cuda(:\d+)?")
+
+
+def check_device_name(name: str, key: str) -> None:
+    """Raise ``ConfigError`` naming ``key`` unless ``name`` is auto, cpu, cuda or cuda:N (syntax only)."""
+    if not isinstance(name, str) or not _DEVICE_NAME.fullmatch(name):
+        raise ConfigError(f"{key}: expected auto, cpu, cuda or cuda:N (N = GPU index), got {name!r}")
+
+
+@dataclass
+class DeviceConfig:
+    """Where tensors run (torch devices; the simulated users' phones are ``federation.devices``)."""
+
+    default: str = _f(
+        "auto", "torch device of every role left null: auto (CUDA when available), cpu, cuda or cuda:N"
+    )
+    pretrain: str | None = _f(None, "fedpse pretrain (null = device.default)")
+    server: str | None = _f(
+        None, "the server's teacher inference and cloud_student fine-tuning (null = device.default)"
+    )
+    client: str | None = _f(
+        None,
+        "KD on the simulated devices and in fedpse adapt; a client actor uses the GPU Ray assigns it only when "
+        "federation.num_gpus > 0, else the CPU (null = device.default)",
+    )
+    scoring: str | None = _f(None, "scoring on held-out test sets (null = device.default)")
+    teacher_batch: int = _f(
+        8,
+        "equal-length chunks per teacher forward pass on a GPU (server side; a CPU always runs one chunk at a "
+        "time, and 1 does so on a GPU too)",
+        min=1,
+        max=1024,
+    )
+    tf32: bool = _f(
+        False,
+        "allow TF32 matmuls and convolutions on Ampere+ GPUs (faster; ~1e-3 relative error instead of fp32's)",
+    )
+
+    def __post_init__(self) -> None:
+        for name in ("default", "pretrain", "server", "client", "scoring"):
+            value = getattr(self, name)
+            if value is not None or name == "default":
+                check_device_name(value, f"device.{name}")
+
+
 # ------------------------------------------------------------------------------------------ federation
-FEDERATION_MODES = [
-    "pseudo_targets",
-    "teacher_weights",
-    "cloud_student",
-    "generic",
-    "oracle_clean",
-    "fedavg_generic",
-]
-
-
 @dataclass
 class DevicesConfig:
     availability: str = _f(
@@ -295,8 +346,8 @@ class FaultsConfig:
 class FedAvgConfig:
     inner_mode: str = _f(
         "teacher_weights",
-        "fedavg_generic: delivery mode of the personalization rounds before the deltas are aggregated",
-        choices=["pseudo_targets", "teacher_weights", "cloud_student"],
+        "fedavg_generic: delivery mode of the personalization rounds before the deltas are aggregated "
+        "(a mode whose strategy is inner_capable)",
     )
     aggregator: str = _f(
         "fedavg",
@@ -318,9 +369,9 @@ class FedAvgConfig:
 class FederationConfig:
     mode: str = _f(
         "pseudo_targets",
-        "delivery mode: how the teacher's knowledge reaches each device "
-        "(fedavg_generic: personalize, then aggregate a new generic student)",
-        choices=FEDERATION_MODES,
+        "delivery mode: how the teacher's knowledge reaches each device (one strategy of "
+        "fedpse/federation/strategies/ or of a module in federation.plugins; fedavg_generic: personalize, then "
+        "aggregate a new generic student)",
     )
     num_rounds: int = _f(2, "rounds; each round the selected users' next adaptation chunks arrive", min=1)
     fraction: float = _f(
@@ -390,6 +441,11 @@ class FederationConfig:
         8, "users whose round is in progress at once (bounds queued payloads; raise with many actors)", min=1
     )
     fail_users: list[str] = _f([], "fault injection: these users' devices raise on every training message")
+    plugins: list[str] = _f(
+        [],
+        "modules imported before the run is checked (e.g. my_pkg.my_mode): a module defining a DeliveryStrategy "
+        "subclass adds a delivery mode (see fedpse/federation/strategies/__init__.py)",
+    )
     devices: DevicesConfig = _sub(DevicesConfig)
     faults: FaultsConfig = _sub(FaultsConfig)
     fedavg: FedAvgConfig = _sub(FedAvgConfig)
@@ -403,6 +459,7 @@ class Config:
     teacher: TeacherConfig = _sub(TeacherConfig)
     pretrain: PretrainConfig = _sub(PretrainConfig)
     adapt: AdaptConfig = _sub(AdaptConfig)
+    device: DeviceConfig = _sub(DeviceConfig)
     federation: FederationConfig = _sub(FederationConfig)
 
 
@@ -508,13 +565,7 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
 
 
 def _validate_whole(cfg: Config) -> None:
-    from fedpse.world.noise import FAMILIES  # deferred: config must stay importable without heavy deps
-
-    for fam in cfg.world.noise.families:
-        if fam not in FAMILIES:
-            raise ConfigError(
-                f"world.noise.families: unknown family {fam!r}; expected some of {sorted(FAMILIES)}"
-            )
+    # Which noise families exist is the world's business: ``fedpse.world.reader.check_world_config``.
     if not cfg.world.noise.families:
         raise ConfigError("world.noise.families: expected at least one family")
     if cfg.world.speech.source != "tts" and not cfg.world.speech.path:

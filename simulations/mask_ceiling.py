@@ -24,7 +24,7 @@ import json
 from pathlib import Path
 
 import numpy as np
-from paper_table import TEACHER_LABELS, TEACHERS
+from paper_table_setup import TEACHER_LABELS, TEACHERS, world_overrides
 from studylib import RESULTS_DIR, StudyError, md_table, num, prepare_out, run_main, write_json
 
 TEACHER_NAMES = tuple(TEACHERS)
@@ -125,14 +125,12 @@ def main(argv: list[str] | None = None) -> dict:
         raise StudyError(f"--users {users_n}: expected at least 1")
     out = prepare_out(args.out or RESULTS_DIR / ("mask_ceiling_quick" if args.quick else "mask_ceiling"))
 
-    import paper_table
-
     from fedpse.config import load_config
-    from fedpse.world.cache import World
+    from fedpse.world.reader import World
 
     results = []
     for snr in snrs:
-        world = World.open(load_config(overrides=paper_table.world_overrides(snr, users_n)))
+        world = World.open(load_config(overrides=world_overrides(snr, users_n)))
         users = world.user_ids()[:users_n]
         scores: dict[str, list[float]] = {"noisy": [], "irm": [], "psm": []}
         for uid in users:

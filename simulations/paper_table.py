@@ -33,423 +33,31 @@ figures in the shipped model cards. Replaces the former ``simulations/adapt_tabl
 from __future__ import annotations
 
 import argparse
-import copy
-import dataclasses
 import json
-import math
-import multiprocessing as mp
 import time
 import zlib
 from pathlib import Path
 
 import numpy as np
+from paper_table_jobs import pool_imap, sweep_job, user_job
+from paper_table_setup import (
+    TEACHERS,
+    check_students,
+    check_teachers,
+    chunk_count,
+    student_overrides,
+    world_overrides,
+)
+from paper_table_summary import markdown, md_premise, tabulate  # noqa: F401 (md_premise: for readme_results)
 from studylib import (
     RESULTS_DIR,
     StudyError,
     duration,
     load_preset,
-    md_table,
-    num,
     prepare_out,
     run_main,
     write_json,
 )
-
-STUDENT_SIZES = (32, 64, 128, 256)
-TEACHERS = {
-    "gru": ["teacher.arch=gru", "teacher.checkpoint=builtin:teacher-gru"],
-    "gru-log": [
-        "teacher.arch=gru",
-        "teacher.hidden=256",
-        "teacher.magnitude=log1p",
-        "teacher.checkpoint=builtin:teacher-gru-log",
-    ],
-    "convtasnet": ["teacher.arch=convtasnet", "teacher.checkpoint=builtin:teacher-convtasnet"],
-}
-TEACHER_LABELS = {"gru": "GRU T", "gru-log": "GRU-log T", "convtasnet": "CTN T"}
-
-
-# ------------------------------------------------------------------------------------------------ settings
-def student_overrides(hidden: int) -> list[str]:
-    return ["student.layers=2", f"student.hidden={hidden}", f"student.checkpoint=builtin:student-2x{hidden}"]
-
-
-def world_overrides(snr_db: float, world_users: int) -> list[str]:
-    """The default world with every mixture at exactly ``snr_db`` (same seed, voices and places)."""
-    return [
-        f"world.num_users={world_users}",
-        f"world.snr_db=[{snr_db:g}, {snr_db:g}]",
-        "world.snr_spread_db=0",
-    ]
-
-
-def check_students(sizes: list[int], builtin_dir: Path | None = None) -> list[int]:
-    """The requested 2×H students, each a known size with a shipped checkpoint; else a one-line StudyError."""
-    from fedpse.models.zoo import BUILTIN_DIR
-
-    builtin_dir = builtin_dir or BUILTIN_DIR
-    if not sizes:
-        raise StudyError("--students: give at least one of " + ", ".join(map(str, STUDENT_SIZES)))
-    unknown = [h for h in sizes if h not in STUDENT_SIZES]
-    if unknown:
-        raise StudyError(
-            f"--students: unknown student size {unknown[0]} (2×{unknown[0]}); expected some of "
-            + ", ".join(map(str, STUDENT_SIZES))
-        )
-    for h in sizes:
-        path = builtin_dir / f"student-2x{h}.pt"
-        if not path.is_file():
-            have = sorted(int(p.stem.split("x")[-1]) for p in builtin_dir.glob("student-2x*.pt"))
-            raise StudyError(
-                f"student 2×{h}: checkpoint builtin:student-2x{h} is missing ({path} not found); copy it there or "
-                f"run with --students {' '.join(map(str, have))}"
-            )
-    return list(dict.fromkeys(sizes))
-
-
-def check_teachers(names: list[str], builtin_dir: Path | None = None) -> list[str]:
-    """The requested teachers, each a known preset whose shipped checkpoint exists; else a one-line StudyError."""
-    from fedpse.models.zoo import BUILTIN_DIR
-
-    builtin_dir = builtin_dir or BUILTIN_DIR
-    unknown = [t for t in names if t not in TEACHERS]
-    if unknown or not names:
-        raise StudyError(
-            f"--teachers: unknown teacher {unknown[0] if unknown else '(none)'!r}; expected some of {', '.join(TEACHERS)}"
-        )
-    for t in names:
-        path = _teacher_file(t, builtin_dir)
-        if not path.is_file():
-            have = [n for n in TEACHERS if n != t and _teacher_file(n, builtin_dir).is_file()]
-            raise StudyError(
-                f"teacher {t}: checkpoint builtin:{path.stem} is missing ({path} not found); "
-                f"run with --teachers {' '.join(have)}"
-            )
-    return list(dict.fromkeys(names))
-
-
-def _teacher_file(name: str, builtin_dir: Path) -> Path:
-    ref = next(o.split("=", 1)[1] for o in TEACHERS[name] if o.startswith("teacher.checkpoint="))
-    return builtin_dir / f"{ref.removeprefix('builtin:')}.pt"
-
-
-def chunk_count(adapt_minutes: float | None, chunk_seconds: float, available: int) -> int:
-    """How many of a user's adaptation chunks ``adapt_minutes`` of audio is (all of them for ``None``)."""
-    if adapt_minutes is None:
-        return available
-    n = round(adapt_minutes * 60 / chunk_seconds)
-    if n < 1 or n > available:
-        raise StudyError(
-            f"--adapt-minutes {adapt_minutes:g}: expected 1 to {available} chunks of {chunk_seconds:g} s "
-            f"(at most {available * chunk_seconds / 60:g} min)"
-        )
-    return n
-
-
-# ------------------------------------------------------------------------------------------------ workers
-_STATE: dict = {}
-
-
-def _init(base: list[str], students: list[int], teachers: list[str], world_users: int) -> None:
-    import torch
-
-    from fedpse.config import load_config
-    from fedpse.distill.cache import ResultCache, model_key
-    from fedpse.models.zoo import load_student, load_teacher
-
-    torch.set_num_threads(1)
-    cfg = load_config(overrides=base)
-    _STATE.update(
-        cfg=cfg, base=base, world_users=world_users, worlds={}, cache=ResultCache(cfg.federation.cache_dir)
-    )
-    _STATE["students"] = {
-        h: load_student(load_config(overrides=base + student_overrides(h)))[0] for h in students
-    }
-    _STATE["teachers"] = {t: load_teacher(load_config(overrides=base + TEACHERS[t]))[0] for t in teachers}
-    _STATE["keys"] = {
-        **{("student", h): model_key(m) for h, m in _STATE["students"].items()},
-        **{("teacher", t): model_key(m) for t, m in _STATE["teachers"].items()},
-    }
-
-
-def _world(snr_db: float):
-    from fedpse.config import load_config
-    from fedpse.world.cache import World
-
-    if snr_db not in _STATE["worlds"]:
-        cfg = load_config(overrides=_STATE["base"] + world_overrides(snr_db, _STATE["world_users"]))
-        _STATE["worlds"][snr_db] = World.open(cfg)
-    return _STATE["worlds"][snr_db]
-
-
-def _cached_score(world, uid: str, role: str, name, test_set) -> float:
-    """SI-SDR of a generic student or a teacher on ``uid``'s test set, via the result cache."""
-    from fedpse.distill.adapt import score
-
-    model = _STATE["students" if role == "student" else "teachers"][name]
-    key = f"paper_table:{world.manifest['key']}:{uid}:{_STATE['keys'][(role, name)]}"
-    return _STATE["cache"].scores(key, lambda: score({"m": model}, test_set))["m"]
-
-
-def _user_job(job: tuple[float, str, list[tuple[int, str]], int | None]) -> list[dict]:
-    """Every (student, teacher) pair of ``todo`` for one user at one SNR: one row each."""
-    from fedpse.distill.adapt import adapt, gap_closure, score
-    from fedpse.distill.cache import model_key
-
-    snr_db, uid, todo, chunks = job
-    cfg, cache, world = _STATE["cfg"], _STATE["cache"], _world(snr_db)
-    noisy = world.adaptation_chunks(uid, "noisy")[:chunks]
-    test_set = world.test_set(uid)
-    noisy_db = score({}, test_set)["noisy"]
-    seed = zlib.crc32(
-        f"{cfg.seed}:{uid}".encode()
-    )  # as adapt_table / personalize_user callers: one seed per user
-    rows = []
-    for teacher in dict.fromkeys(t for _, t in todo):
-        model = _STATE["teachers"][teacher]
-        targets = cache.targets(model, model_key(model), noisy)
-        teacher_db = _cached_score(world, uid, "teacher", teacher, test_set)
-        for student, _ in [p for p in todo if p[1] == teacher]:
-            generic_db = _cached_score(world, uid, "student", student, test_set)
-            personalized = copy.deepcopy(_STATE["students"][student])
-            result = adapt(personalized, noisy, targets, cfg.adapt, seed=seed)
-            personalized_db = score({"p": personalized}, test_set)["p"]
-            rows.append(
-                {
-                    "snr_db": snr_db,
-                    "user": uid,
-                    "student": student,
-                    "teacher": teacher,
-                    "si_sdr_noisy": noisy_db,
-                    "si_sdr_generic": generic_db,
-                    "si_sdr_personalized": personalized_db,
-                    "si_sdr_teacher": teacher_db,
-                    "gain_db": personalized_db - generic_db,
-                    "gap_closure": gap_closure(generic_db, personalized_db, teacher_db),
-                    "steps": result.steps,
-                    "stopped_early": result.stopped_early,
-                    "train_audio_seconds": result.train_audio_seconds,
-                    "device_macs": result.device_macs,
-                    "adapt_wall_seconds": result.wall_seconds,
-                    "adaptation_audio_seconds": sum(len(x) for x in noisy) / 16000,
-                }
-            )
-    return rows
-
-
-def _sweep_job(job: tuple[float, str, int, str, list[int], int | None]) -> dict:
-    """Adapt without early stopping; score the test set at each step count in ``points``."""
-    from fedpse.distill.adapt import adapt, score
-    from fedpse.distill.cache import model_key
-
-    snr_db, uid, student, teacher, points, chunks = job
-    cfg, world = _STATE["cfg"], _world(snr_db)
-    noisy = world.adaptation_chunks(uid, "noisy")[:chunks]
-    model = _STATE["teachers"][teacher]
-    targets = _STATE["cache"].targets(model, model_key(model), noisy)
-    test_set = world.test_set(uid)
-    base = _cached_score(world, uid, "student", student, test_set)
-    curve: dict[int, float] = {}
-
-    def on_step(step, m):
-        if step in points:
-            curve[step] = score({"p": m}, test_set)["p"] - base
-            m.train()
-
-    acfg = dataclasses.replace(cfg.adapt, steps=max(points), patience=0)
-    adapt(
-        copy.deepcopy(_STATE["students"][student]),
-        noisy,
-        targets,
-        acfg,
-        seed=zlib.crc32(uid.encode()),
-        on_step=on_step,
-    )
-    return {"user": uid, "generic": base, "gain_by_steps": curve}
-
-
-def _pool_imap(fn, jobs: list, initargs: tuple, workers: int):
-    if workers <= 1:
-        _init(*initargs)
-        yield from map(fn, jobs)
-        return
-    with mp.get_context("spawn").Pool(workers, initializer=_init, initargs=initargs) as pool:
-        yield from pool.imap_unordered(fn, jobs, chunksize=1)
-
-
-# ------------------------------------------------------------------------------------------------ summaries
-def summarise(rows: list[dict]) -> dict:
-    """Means over users of one (SNR, student, teacher) cell, users improved and gap closure."""
-    gains = np.array([r["gain_db"] for r in rows])
-    closure = np.array([r["gap_closure"] for r in rows], dtype=float)
-    gap = float(np.mean([r["si_sdr_teacher"] - r["si_sdr_generic"] for r in rows]))
-    finite = np.isfinite(closure).any()
-    return {
-        "users": len(rows),
-        "mixture": float(np.mean([r["si_sdr_noisy"] for r in rows])),
-        "generic": float(np.mean([r["si_sdr_generic"] for r in rows])),
-        "adapted": float(np.mean([r["si_sdr_personalized"] for r in rows])),
-        "teacher": float(np.mean([r["si_sdr_teacher"] for r in rows])),
-        "gain_mean": float(gains.mean()),
-        "improved_pct": float(100 * np.mean(gains > 0)),
-        "gap_closure_median": float(np.nanmedian(closure)) if finite else math.nan,
-        # Per-user closure explodes where the teacher barely beats the generic student; the ratio of means does not.
-        "gap_closure_of_means": float(gains.mean()) / gap if gap > 1e-9 else math.nan,
-        "teacher_minus_generic": gap,
-        "steps_mean": float(np.mean([r["steps"] for r in rows])),
-        "adapt_wall_seconds_mean": float(np.mean([r["adapt_wall_seconds"] for r in rows])),
-    }
-
-
-def tabulate(rows: list[dict]) -> dict:
-    """``{snr: {student: {teacher: summary}}}`` over the rows, SNRs ascending (keys as strings, e.g. ``"-5"``)."""
-    cells: dict = {}
-    for r in rows:
-        cells.setdefault(float(r["snr_db"]), {}).setdefault(int(r["student"]), {}).setdefault(
-            r["teacher"], []
-        ).append(r)
-    return {
-        f"{snr:g}": {
-            str(h): {t: summarise(by_t[t]) for t in TEACHERS if t in by_t} for h, by_t in sorted(by_h.items())
-        }
-        for snr, by_h in sorted(cells.items())
-    }
-
-
-def markdown(table: dict, teachers: list[str], sweep: dict | None = None) -> str:
-    """The paper-shaped table (SI-SDR means, dB) and a second table of gains, users improved and gap closure."""
-    text = md_paper(table, teachers) if table else ""
-    if sweep:
-        text += (
-            f"\nGain vs fine-tuning steps (2×{sweep['student']} student, {TEACHER_LABELS[sweep['teacher']]}, "
-            f"{num(sweep['snr_db'], 0)} dB, {sweep['users']} users, no early stop):\n\n"
-        )
-        steps = list(sweep["mean_gain"])
-        gains = [num(v, signed=True) for v in sweep["mean_gain"].values()]
-        text += md_table(["steps", *steps], [["mean gain (dB)", *gains]])
-    return text
-
-
-def md_paper(table: dict, teachers: list[str]) -> str:
-    students = sorted({int(h) for by_h in table.values() for h in by_h})
-    headers = ["input SNR", "mixture"]
-    for h in students:
-        headers += [f"2×{h} pretrained"] + [f"2×{h} FT by {TEACHER_LABELS[t]}" for t in teachers]
-    headers += [TEACHER_LABELS[t] for t in teachers]
-    rows = []
-    for snr, by_h in table.items():
-        any_cell = next(iter(next(iter(by_h.values())).values()))
-        row = [f"{num(float(snr), 0)} dB", num(any_cell["mixture"])]
-        teacher_db = {}
-        for h in students:
-            by_t = by_h.get(str(h), {})
-            first = next(iter(by_t.values()), None)
-            row.append(num(first["generic"]) if first else "–")
-            for t in teachers:
-                row.append(num(by_t[t]["adapted"]) if t in by_t else "–")
-                if t in by_t:
-                    teacher_db[t] = by_t[t]["teacher"]
-        row += [num(teacher_db.get(t)) for t in teachers]
-        rows.append(row)
-    text = "SI-SDR (dB), mean over users; FT = fine-tuned on the user's unlabeled audio with the teacher's pseudo-targets.\n\n"
-    text += md_table(headers, rows)
-    detail = []
-    for snr, by_h in table.items():
-        for h, by_t in by_h.items():
-            for t, s in by_t.items():
-                detail.append(
-                    [
-                        f"{num(float(snr), 0)} dB",
-                        f"2×{h}",
-                        TEACHER_LABELS[t],
-                        num(s["gain_mean"], signed=True),
-                        f"{s['improved_pct']:.0f} %",
-                        f"{num(s['gap_closure_of_means'])} / {num(s['gap_closure_median'])}",
-                        num(s["teacher_minus_generic"], signed=True),
-                        s["users"],
-                        f"{s['steps_mean']:.0f}",
-                        f"{s['adapt_wall_seconds_mean']:.1f}",
-                    ]
-                )
-    text += "\n" + md_table(
-        [
-            "input SNR",
-            "student",
-            "teacher",
-            "mean gain (dB)",
-            "users improved",
-            "gap closure: of means / per-user median",
-            "teacher − pretrained (dB)",
-            "users",
-            "steps",
-            "adapt s/user",
-        ],
-        detail,
-    )
-    return text
-
-
-PREMISE_DB = 3.0  # issue 3: each teacher must lead the generic 2×32 student by this much on held-out users
-
-
-def md_premise(table: dict, student: int = 32, snrs: tuple[float, ...] = (0.0, 5.0)) -> str:
-    """One student at a few SNRs, every teacher: SI-SDR means, then gains, closure and the teachers' lead.
-
-    The README's "Zero-shot adaptation on held-out users" tables; a lead of at least ``PREMISE_DB`` is in bold.
-    """
-    cells = [(snr, table.get(f"{snr:g}", {}).get(str(student), {})) for snr in snrs]
-    cells = [(snr, by_t) for snr, by_t in cells if by_t]
-    if not cells:
-        raise StudyError(f"the paper table has no 2×{student} rows at {', '.join(f'{s:g}' for s in snrs)} dB")
-    teachers = [t for t in TEACHERS if any(t in by_t for _, by_t in cells)]
-    means = []
-    for snr, by_t in cells:
-        first = next(iter(by_t.values()))
-        means.append(
-            [f"{num(snr, 0)} dB", num(first["mixture"]), num(first["generic"])]
-            + [num(by_t[t]["adapted"]) if t in by_t else "–" for t in teachers]
-            + [num(by_t[t]["teacher"]) if t in by_t else "–" for t in teachers]
-        )
-    text = f"SI-SDR (dB), mean over users; generic = the shipped 2×{student}, adapted = after its zero-shot fine-tuning.\n\n"
-    text += md_table(
-        ["input SNR", "mixture", f"generic 2×{student}"]
-        + [f"adapted ({TEACHER_LABELS[t]})" for t in teachers]
-        + [TEACHER_LABELS[t] for t in teachers],
-        means,
-    )
-    detail = []
-    for snr, by_t in cells:
-        for t in teachers:
-            if t not in by_t:
-                continue
-            c = by_t[t]
-            lead = num(c["teacher_minus_generic"], signed=True) + " dB"
-            detail.append(
-                [
-                    f"{num(snr, 0)} dB",
-                    TEACHER_LABELS[t],
-                    num(c["gain_mean"], signed=True) + " dB",
-                    f"{c['improved_pct']:.0f} %",
-                    f"{num(c['gap_closure_of_means'])} / {num(c['gap_closure_median'])}",
-                    f"**{lead}**" if c["teacher_minus_generic"] >= PREMISE_DB else lead,
-                    c["users"],
-                    f"{c['adapt_wall_seconds_mean']:.1f}",
-                ]
-            )
-    text += "\n" + md_table(
-        [
-            "input SNR",
-            "teacher",
-            "mean gain",
-            "users improved",
-            "gap closure: of means / per-user median",
-            f"teacher − generic (bold: ≥ {PREMISE_DB:g} dB)",
-            "users",
-            "adapt s/user",
-        ],
-        detail,
-    )
-    return text
 
 
 # ------------------------------------------------------------------------------------------------ rows on disk
@@ -598,7 +206,7 @@ def resolve(args: argparse.Namespace) -> dict:
 def ensure_worlds(s: dict, world_users: int) -> dict[float, object]:
     """Open (building on first use) the fixed-SNR world of each SNR the run needs."""
     from fedpse.config import load_config
-    from fedpse.federation.runner import open_world
+    from fedpse.world.cache import open_world
 
     snrs = [] if s["sweep_only"] else list(s["snr_db"])
     if s["sweep"] and s["sweep_snr_db"] not in snrs:
@@ -687,7 +295,7 @@ def main(argv: list[str] | None = None) -> dict:
             f"adaptations in {len(jobs)} jobs on {s['workers']} workers",
             flush=True,
         )
-        for i, new in enumerate(_pool_imap(_user_job, jobs, initargs, s["workers"]), 1):
+        for i, new in enumerate(pool_imap(user_job, jobs, initargs, s["workers"]), 1):
             with open(rows_path, "a") as fh:
                 for r in new:
                     r["setting"] = settings[(r["snr_db"], r["student"], r["teacher"])]
@@ -706,7 +314,7 @@ def main(argv: list[str] | None = None) -> dict:
         snr = s["sweep_snr_db"]
         users = worlds[snr].user_ids()[: s["sweep_users"]]
         jobs = [(snr, u, s["sweep_student"], s["sweep_teacher"], s["sweep"], chunks) for u in users]
-        curves = list(_pool_imap(_sweep_job, jobs, initargs, s["workers"]))
+        curves = list(pool_imap(sweep_job, jobs, initargs, s["workers"]))
         results["sweep"] = {
             "snr_db": snr,
             "student": s["sweep_student"],

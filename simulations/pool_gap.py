@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> dict:
     from fedpse.distill.pretrain import MixingPool, evaluate, validation_batch
     from fedpse.models.checkpoints import CheckpointError, load_checkpoint
     from fedpse.models.zoo import resolve_checkpoint
-    from fedpse.world.cache import World
+    from fedpse.world.reader import World
 
     torch.set_num_threads(args.threads)
     try:

@@ -383,14 +383,14 @@ def plan_runs(s: dict, runs: Path) -> tuple[list, dict]:
 def same_config(run_dir: Path, cfg) -> bool:
     """The run directory was made from ``cfg`` (keys that only say where/how it ran may differ)."""
     from fedpse.config import load_config
-    from fedpse.federation.runner import config_changes
+    from fedpse.federation.prepare import config_changes
 
     return not config_changes(load_config(run_dir / "config.yaml"), cfg)
 
 
 def run_grid(configs: list, runs: Path, fresh: bool) -> dict[str, str]:
     """Run every cell without a finished run directory in one Flower simulation; returns what was done per cell."""
-    from fedpse.federation import runner
+    from fedpse.federation import prepare, runner
     from fedpse.results.store import RunStore
 
     new, resumed, status = [], [], {}
@@ -416,7 +416,8 @@ def run_grid(configs: list, runs: Path, fresh: bool) -> dict[str, str]:
         flush=True,
     )
     if resumed:
-        plans = [runner.resumable(d) for d in resumed] + [runner.create(runner.check(c, d)) for c, d in new]
+        plans = [prepare.resumable(d) for d in resumed]
+        plans += [prepare.create(prepare.check(c, d)) for c, d in new]
         runner.run_plans(plans)
     elif new:
         runner.simulate_many(new)
@@ -468,6 +469,7 @@ def main(argv: list[str] | None = None) -> dict:
         wall_seconds=wall,
     )
     if s["report"]:
+        import fedpse.federation.strategies  # noqa: F401  each mode registers its colour and order for the report
         from fedpse.results.report import build_report
 
         report = build_report([cell.run_dir(runs) for cell, _ in configs], out / "report")

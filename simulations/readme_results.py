@@ -1,16 +1,19 @@
-"""readme_results: the README's result tables, generated from the studies' result files (never typed by hand).
+"""readme_results: the result tables of RESULTS.md and README.md, generated from the studies' result files (never
+typed by hand).
 
-    python simulations/readme_results.py            # rewrite the generated blocks of README.md
-    python simulations/readme_results.py --check    # exit 1 (and say which block) when README.md is out of date
+    python simulations/readme_results.py                # rewrite the generated blocks of README.md and RESULTS.md
+    python simulations/readme_results.py --check        # exit 1 (and say which block of which file) when one is stale
+    python simulations/readme_results.py RESULTS.md     # only the named Markdown file(s)
 
-A generated block in the README is everything between a start marker naming the study and the folder of its results
-and the end marker:
+A generated block is everything between a start marker naming the study and the folder of its results and the end
+marker:
 
     <!-- results: paper_table simulations/results/paper_table -->
     …generated text…
     <!-- /results -->
 
-What each study contributes (the folder is relative to the repository root):
+RESULTS.md holds every result with its command and wall time next to it; README.md repeats the headline block
+(``premise``). What each study contributes (the folder is relative to the repository root):
 
 - ``paper_table``: ``table.md`` as written by ``simulations/paper_table.py``;
 - ``premise``: the 2×32 student at 0 and 5 dB with every teacher, from the paper table's ``results.json``
@@ -23,8 +26,9 @@ What each study contributes (the folder is relative to the repository root):
   in that folder's ``tradeoff.md``);
 - ``scale``: ``scale.md`` as written by ``simulations/scale.py``.
 
-``tests/test_simulations.py`` runs the check, so a README whose tables differ from the committed result files fails
-the test suite: re-run the study (its command is next to each block), then this script, and commit both.
+``tests/test_simulations.py`` runs the check over every file of ``TARGETS``, so a table that differs from the
+committed result files fails the test suite: re-run the study (its command is next to each block), then this
+script, and commit both.
 """
 
 from __future__ import annotations
@@ -37,6 +41,8 @@ from pathlib import Path
 
 from studylib import REPO, StudyError, run_main
 
+TARGETS = ("README.md", "RESULTS.md")  # the files whose generated blocks are rewritten and checked by default
+STUDIES = ("paper_table", "premise", "steps_sweep", "mask_ceiling", "pool_gap", "privacy_compute", "scale")
 START = re.compile(r"^<!-- results: (?P<study>\S+) (?P<folder>\S+) -->$")
 END = "<!-- /results -->"
 
@@ -82,18 +88,15 @@ def _premise(folder: Path) -> str:
 
 def generate(study: str, folder: Path, label: str) -> str:
     """The text of one generated block (without its markers)."""
+    if study not in STUDIES:
+        raise StudyError(f"unknown study {study!r} (expected {', '.join(STUDIES[:-1])} or {STUDIES[-1]})")
     if study in ("paper_table", "steps_sweep", "mask_ceiling", "pool_gap"):
         return _read(folder / "table.md", f"the {study} table")
     if study == "premise":
         return _premise(folder)
     if study == "scale":
         return _read(folder / "scale.md", "the scale study's table")
-    if study == "privacy_compute":
-        return _privacy_compute(folder, label)
-    raise StudyError(
-        f"unknown study {study!r} (expected paper_table, premise, steps_sweep, mask_ceiling, pool_gap, "
-        "privacy_compute or scale)"
-    )
+    return _privacy_compute(folder, label)
 
 
 def render(readme: str, repo: Path = REPO, name: str = "README.md") -> tuple[str, list[str]]:
@@ -127,15 +130,33 @@ def render(readme: str, repo: Path = REPO, name: str = "README.md") -> tuple[str
     return "\n".join(out), changed
 
 
+def blocks(text: str) -> list[str]:
+    """The studies of the generated blocks in ``text``, in order."""
+    return [m["study"] for m in (START.match(line.strip()) for line in text.split("\n")) if m]
+
+
 def main(argv: list[str] | None = None) -> list[str]:
     parser = argparse.ArgumentParser(prog="readme_results", description=__doc__.split("\n\n")[0])
     parser.add_argument(
+        "files",
+        nargs="*",
+        metavar="FILE",
+        help=f"Markdown files with generated blocks (default: {' and '.join(TARGETS)} of the repository)",
+    )
+    parser.add_argument(
         "--check", action="store_true", help="change nothing; exit 1 if a block is out of date"
     )
-    parser.add_argument("--readme", default=str(REPO / "README.md"))
     args = parser.parse_args(argv)
-    path = Path(args.readme)
-    text, changed = render(_read(path, "the README"), name=str(path))
+    paths = [Path(f).resolve() for f in args.files] or [REPO / name for name in TARGETS]
+    changed: list[str] = []
+    rendered: list[tuple[Path, str]] = []
+    for path in paths:
+        name = str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
+        if not path.is_file():
+            raise StudyError(f"{name}: no such file (expected Markdown with generated result blocks)")
+        text, stale = render(path.read_text(), name=name)
+        changed += stale
+        rendered.append((path, text))
     if args.check:
         if changed:
             sys.exit(
@@ -143,9 +164,12 @@ def main(argv: list[str] | None = None) -> list[str]:
                 + "; ".join(changed)
                 + " — run python simulations/readme_results.py"
             )
-        print("readme_results: every generated block is up to date")
+        print(
+            f"readme_results: every generated block of {', '.join(str(p.name) for p in paths)} is up to date"
+        )
     else:
-        path.write_text(text)
+        for path, text in rendered:
+            path.write_text(text)
         print(
             f"readme_results: {len(changed)} block(s) rewritten"
             + (": " + "; ".join(changed) if changed else "")

@@ -259,8 +259,8 @@ def resolve(args: argparse.Namespace) -> dict:
 
 def main(argv: list[str] | None = None) -> dict:
     from fedpse.config import load_config
-    from fedpse.federation.plan import check_federation
-    from fedpse.federation.runner import open_world
+    from fedpse.federation.prepare import check_federation
+    from fedpse.world.cache import open_world
 
     s = resolve(parse_args(argv))
     out = prepare_out(s["out"])

@@ -30,7 +30,7 @@ class StudyError(ValueError):
 def run_main(prog: str, main: Callable[[list[str] | None], Any], argv: list[str] | None = None) -> None:
     """Call ``main(argv)``; a ``StudyError`` or fedpse ``ConfigError``/``WorldError`` ends as one line on stderr."""
     from fedpse.config import ConfigError
-    from fedpse.world.cache import WorldError
+    from fedpse.world.reader import WorldError
 
     try:
         main(argv)

@@ -14,13 +14,13 @@ from fedpse.config import load_config
 from fedpse.distill.adapt import (
     adapt,
     agreement,
-    gap_closure,
     personalize_user,
     pseudo_targets,
     select_trainable,
 )
 from fedpse.distill.loss import neg_si_sdr_loss
 from fedpse.distill.pretrain import MixingPool, pretrain
+from fedpse.distill.scores import gap_closure
 from fedpse.models.checkpoints import load_checkpoint
 from fedpse.models.registry import build_model
 

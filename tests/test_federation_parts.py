@@ -15,14 +15,15 @@ from fedpse.config import ConfigError, load_config
 from fedpse.federation import payloads
 from fedpse.federation.device import NoisyAudio
 from fedpse.federation.ledger import Ledger
-from fedpse.federation.plan import RunPlan, check_federation, select_users
-from fedpse.federation.runner import prepare, simulate_many, summary_table
+from fedpse.federation.plan import RunPlan, select_users
+from fedpse.federation.prepare import check_federation, prepare
+from fedpse.federation.runner import simulate_many, summary_table
 from fedpse.federation.server_app import RegistrationError, register_devices
 from fedpse.federation.strategies import STRATEGIES, strategy_class
 from fedpse.federation.strategies.base import error_summary
 from fedpse.models.gru import GRUMaskNet
 from fedpse.results.store import RunDirError, RunStore
-from fedpse.world.cache import WorldError, world_dir
+from fedpse.world.reader import WorldError, world_dir
 from tests.conftest import tiny_config
 
 TINY_MODELS = [
@@ -194,8 +195,8 @@ def test_summary_table_prints_one_line_per_run():
 
 # ---------------------------------------------------------------------------------------------- bad input
 def test_unknown_modes_and_impossible_mode_settings_are_config_errors(tiny_world):
-    with pytest.raises(ConfigError, match="federation.mode: expected one of"):
-        tiny_run_config(tiny_world, "federation.mode=carrier_pigeon")
+    with pytest.raises(ConfigError, match="federation.mode: unknown delivery mode 'carrier_pigeon'"):
+        check_federation(tiny_run_config(tiny_world, "federation.mode=carrier_pigeon"))
     with pytest.raises(ConfigError, match="fedavg_generic.*never took part.*federation.num_users below"):
         check_federation(tiny_run_config(tiny_world, "federation.mode=fedavg_generic"))
     onnx = tiny_run_config(

@@ -24,12 +24,13 @@ import torch
 
 from fedpse.cli import main
 from fedpse.config import dump_config, load_config
-from fedpse.federation.device import RoundUndo
-from fedpse.federation.devices import DAY_S, HOUR_S, Fleet, InjectedFaultError, draw_faults
+from fedpse.federation.fleet import DAY_S, HOUR_S, Fleet, InjectedFaultError, draw_faults
 from fedpse.federation.interrupts import processes_with_marker
 from fedpse.federation.ledger import Ledger
 from fedpse.federation.plan import RunPlan, select_round, select_users
-from fedpse.federation.runner import resume_dirs, simulate_many
+from fedpse.federation.prepare import resume_dirs
+from fedpse.federation.resume import RoundUndo
+from fedpse.federation.runner import simulate_many
 from fedpse.models.checkpoints import load_checkpoint, save_checkpoint
 from fedpse.models.gru import GRUMaskNet
 from fedpse.results.lock import read_note

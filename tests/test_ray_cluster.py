@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from fedpse.config import load_config
-from fedpse.federation.runner import RayClusterError, simulate
+from fedpse.federation.prepare import RayClusterError
+from fedpse.federation.runner import simulate
 from tests.test_federation_parts import tiny_run_config
 
 RAY = shutil.which("ray")

@@ -18,16 +18,15 @@ from types import SimpleNamespace
 import pytest
 from PIL import Image
 
+import fedpse.federation.strategies  # noqa: F401  each mode registers its colour and order for reports
 from fedpse.cli import main
 from fedpse.config import load_config
-from fedpse.results.report import (
-    FIGURES,
-    ReportError,
-    build_report,
-    label_runs,
-    load_run,
-    pareto_front,
-)
+from fedpse.results.modes import MODE_STYLES, ModeStyle
+from fedpse.results.report import ReportError, build_report, load_run, load_runs
+from fedpse.results.report.document import pareto_lines
+from fedpse.results.report.figures import FIGURES
+from fedpse.results.report.runs import SPARE_COLORS, label_runs
+from fedpse.results.report.stats import pareto_front
 from fedpse.results.store import RunStore
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -244,6 +243,26 @@ def test_same_mode_twice_is_labelled_by_folder(modes_dir, tmp_path):
     assert runs[0].label != runs[1].label
     assert all(run.label.startswith("pseudo_targets (") for run in runs)
     assert runs[0].color != runs[1].color
+
+
+def test_mode_colour_order_and_reference_come_from_the_registry(modes_dir, tmp_path, monkeypatch):
+    """A mode looks as its strategy registered it; a mode nobody registered gets a spare colour and sorts last."""
+    monkeypatch.setitem(MODE_STYLES, "teacher_weights", ModeStyle("#123456", order=-1, reference=True))
+    monkeypatch.setitem(MODE_STYLES, "pseudo_targets", ModeStyle("#abcdef", order=5))
+    folder = tmp_path / "modes"
+    for mode in MODES:
+        shutil.copytree(modes_dir / mode, folder / mode)
+    mystery = Path(shutil.copytree(modes_dir / "pseudo_targets", folder / "a_mystery_mode"))
+    summary = json.loads((mystery / "summary.json").read_text())
+    (mystery / "summary.json").write_text(json.dumps({**summary, "mode": "a_mystery_mode"}))
+
+    runs = load_runs([folder])
+    assert [(run.mode, run.color, run.reference) for run in runs] == [
+        ("teacher_weights", "#123456", True),
+        ("pseudo_targets", "#abcdef", False),
+        ("a_mystery_mode", SPARE_COLORS[0], False),
+    ]
+    assert all("teacher_weights" not in line for line in pareto_lines(runs))  # a reference is not deployable
 
 
 def test_pareto_front_treats_equal_gains_as_ties():

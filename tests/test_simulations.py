@@ -363,13 +363,35 @@ def test_command_line_error_is_one_line():
 
 
 # ------------------------------------------------------------------------------------------------ README results
-def test_readme_tables_match_the_committed_results():
-    """The README's generated blocks are what simulations/readme_results.py makes of simulations/results/."""
+@pytest.mark.parametrize("name", readme_results.TARGETS)
+def test_result_tables_match_the_committed_results(name):
+    """The generated blocks of README.md and RESULTS.md are what simulations/readme_results.py makes of
+    simulations/results/."""
+    document = (SIMULATIONS.parent / name).read_text()
+    text, changed = readme_results.render(document, name=name)
+    assert changed == [], f"{name} out of date: {changed}; run python simulations/readme_results.py"
+    assert text == document
+
+
+def test_results_md_holds_every_study_and_the_readme_its_headline():
+    results = (SIMULATIONS.parent / "RESULTS.md").read_text()
     readme = (SIMULATIONS.parent / "README.md").read_text()
-    text, changed = readme_results.render(readme)
-    assert changed == [], f"README out of date: {changed}; run python simulations/readme_results.py"
-    assert text == readme
-    assert readme.count("<!-- results: ") >= 3
+    assert sorted(readme_results.blocks(results)) == sorted(readme_results.STUDIES)
+    assert readme_results.blocks(readme) == ["premise"]
+
+
+def test_check_fails_naming_the_file_when_a_table_is_stale(tmp_path, capsys):
+    stale = tmp_path / "RESULTS.md"
+    stale.write_text("# r\n\n<!-- results: scale simulations/results/scale -->\n| old |\n<!-- /results -->\n")
+    with pytest.raises(SystemExit) as exit_:
+        readme_results.main(["--check", str(stale)])
+    message = str(exit_.value.code)
+    assert message.startswith("readme_results: out of date: scale (simulations/results/scale, ")
+    assert "RESULTS.md line 3) " in message  # the line of the block's start marker
+    assert "| old |" in stale.read_text()  # --check changes nothing
+    assert len(readme_results.main([str(stale)])) == 1  # rewritten from simulations/results/scale
+    readme_results.main(["--check", str(stale)])  # rewritten: up to date now
+    assert "every generated block of RESULTS.md is up to date" in capsys.readouterr().out
 
 
 def test_readme_blocks_are_rewritten_from_result_files(tmp_path):

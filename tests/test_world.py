@@ -9,7 +9,8 @@ import pytest
 
 from fedpse.audio.io import SAMPLE_RATE
 from fedpse.audio.metrics import si_sdr
-from fedpse.world.cache import World, WorldError, build_world, plan_world, world_dir
+from fedpse.world.cache import build_world, plan_world
+from fedpse.world.reader import World, WorldError, world_dir
 from fedpse.world.users import SegmentSpec, check_disjoint, segment_layout
 
 from .conftest import tiny_config

@@ -22,6 +22,8 @@ from torch import nn
 from fedpse.audio.io import SAMPLE_RATE
 from fedpse.config import AdaptConfig
 from fedpse.distill.loss import neg_si_sdr_loss, si_sdr
+from fedpse.distill.scores import score_row
+from fedpse.models.accelerator import model_device
 from fedpse.models.finite import NonFiniteOutputError, check_outputs
 from fedpse.models.identity import describe_model
 from fedpse.models.macs import forward_macs, train_macs
@@ -37,20 +39,39 @@ class AdaptResult:
     device_macs: float = 0.0  # student training + stopping-rule forward passes
     wall_seconds: float = 0.0
 
+    def costs(self, noisy: list[np.ndarray]) -> dict:
+        """The adaptation's columns of a user's row: what it did and cost, on the user's ``noisy`` chunks."""
+        return {
+            "steps": self.steps,
+            "stopped_early": self.stopped_early,
+            "best_agreement_db": self.best_agreement_db,
+            "train_audio_seconds": self.train_audio_seconds,
+            "device_macs": self.device_macs,
+            "adapt_wall_seconds": self.wall_seconds,
+            "adaptation_audio_seconds": sum(len(x) for x in noisy) / SAMPLE_RATE,
+        }
+
 
 @torch.no_grad()
-def enhance(model: nn.Module, chunks: list[np.ndarray], max_batch: int = 8) -> list[np.ndarray]:
-    """Run ``model`` on each chunk (equal-length chunks are batched). Used for pseudo-targets and scoring."""
+def enhance(
+    model: nn.Module, chunks: list[np.ndarray], max_batch: int = 8, fixed_batch: bool = False
+) -> list[np.ndarray]:
+    """Run ``model`` on each chunk, where the model is (equal-length chunks are batched). Used for pseudo-targets
+    and scoring. ``fixed_batch``: every forward pass has exactly ``max_batch`` rows (a short group is filled with
+    silent rows), so a chunk's output does not depend on how many chunks shared its pass."""
     model.eval()
+    device = model_device(model)
     out: list[np.ndarray | None] = [None] * len(chunks)
     by_len: dict[int, list[int]] = {}
     for i, c in enumerate(chunks):
         by_len.setdefault(len(c), []).append(i)
-    for idx in by_len.values():
+    for length, idx in by_len.items():
         for s in range(0, len(idx), max_batch):
             part = idx[s : s + max_batch]
-            wave = torch.from_numpy(np.stack([np.asarray(chunks[i], np.float32) for i in part]))
-            res = model(wave).numpy()
+            rows = [np.asarray(chunks[i], np.float32) for i in part]
+            if fixed_batch:
+                rows += [np.zeros(length, np.float32)] * (max_batch - len(part))
+            res = model(torch.from_numpy(np.stack(rows)).to(device)).cpu().numpy()
             for j, i in enumerate(part):
                 out[i] = res[j]
     return out  # type: ignore[return-value]
@@ -63,6 +84,18 @@ def pseudo_targets(teacher: nn.Module, chunks: list[np.ndarray], user: str | Non
     pseudo-target would depend on which other chunks shared its batch; computed alone, it is a function of the
     chunk only, which keeps cached targets, resumed runs and the bare benchmark loop bit-identical."""
     return check_outputs(enhance(teacher, chunks, max_batch=1), "teacher", teacher, user)
+
+
+def pseudo_targets_batched(
+    teacher: nn.Module, chunks: list[np.ndarray], batch: int, user: str | None = None
+) -> list[np.ndarray]:
+    """``pseudo_targets`` with ``batch`` equal-length chunks per forward pass, for a teacher on an accelerator.
+
+    Every pass has the same shape ``[batch, T]`` (short groups are filled with silent rows) and a batch's rows are
+    computed independently, so a chunk's output is still a function of the chunk (and of ``batch`` and the
+    hardware), never of the chunks it shared a pass with: cached targets and resumed runs stay bit-identical. It
+    differs from the one-at-a-time outputs by float rounding; ``batch=1`` is ``pseudo_targets``."""
+    return check_outputs(enhance(teacher, chunks, batch, fixed_batch=True), "teacher", teacher, user)
 
 
 def select_trainable(student: nn.Module, layers: str) -> list[nn.Parameter]:
@@ -154,6 +187,7 @@ def adapt(
         return result
     params = select_trainable(student, cfg.layers)
     opt = torch.optim.Adam(params, lr=cfg.lr)
+    device = model_device(student)  # the crops follow the student
     hold_seconds = sum(len(x) for x in ho_x) / SAMPLE_RATE
     use_rule = bool(ho_x) and cfg.patience > 0
     best_state, best, stale = None, -math.inf, 0
@@ -165,7 +199,7 @@ def adapt(
     for step in range(1, cfg.steps + 1):
         student.train()
         x, y = _crops(rng, tr_x, tr_y, cfg.batch_size, n)
-        loss = neg_si_sdr_loss(student(x), y)
+        loss = neg_si_sdr_loss(student(x.to(device)), y.to(device))
         if not torch.isfinite(loss):
             raise NonFiniteOutputError(
                 "student",
@@ -243,12 +277,6 @@ def score(
     return out
 
 
-def gap_closure(generic: float, personalized: float, teacher: float) -> float:
-    """(personalized − generic) / (teacher − generic); NaN when the teacher is not better than the generic student."""
-    gap = teacher - generic
-    return (personalized - generic) / gap if gap > 1e-6 else float("nan")
-
-
 def personalize_user(
     world,
     user_id: str,
@@ -258,13 +286,17 @@ def personalize_user(
     seed: int = 0,
     targets: str = "teacher",
     teacher_scores: dict | None = None,
+    device: torch.device | None = None,
 ) -> dict:
     """The paper's zero-shot loop for one user, end to end: pseudo-targets -> fine-tune a copy -> score.
 
     ``targets="clean"`` fine-tunes on clean references instead (the simulation-only oracle upper bound).
     ``teacher_scores`` lets callers reuse a teacher's test-set score computed once per user.
+    ``device``: where the work runs (``student`` and ``teacher`` are moved there; None = where they are).
     Returns a flat dict of SI-SDR scores, gain, gap closure and the adaptation's costs.
     """
+    if device is not None:
+        student, teacher = student.to(device), teacher.to(device)
     noisy = world.adaptation_chunks(user_id, "noisy")
     if targets == "teacher":
         goal = pseudo_targets(teacher, noisy, user=user_id)
@@ -279,17 +311,6 @@ def personalize_user(
     scores["teacher"] = (teacher_scores or score({"teacher": teacher}, test_set, user=user_id))["teacher"]
     return {
         "user": user_id,
-        "si_sdr_noisy": scores["noisy"],
-        "si_sdr_generic": scores["generic"],
-        "si_sdr_personalized": scores["personalized"],
-        "si_sdr_teacher": scores["teacher"],
-        "gain_db": scores["personalized"] - scores["generic"],
-        "gap_closure": gap_closure(scores["generic"], scores["personalized"], scores["teacher"]),
-        "steps": result.steps,
-        "stopped_early": result.stopped_early,
-        "best_agreement_db": result.best_agreement_db,
-        "train_audio_seconds": result.train_audio_seconds,
-        "device_macs": result.device_macs,
-        "adapt_wall_seconds": result.wall_seconds,
-        "adaptation_audio_seconds": sum(len(x) for x in noisy) / SAMPLE_RATE,
+        **score_row(scores["noisy"], scores["generic"], scores["personalized"], scores["teacher"]),
+        **result.costs(noisy),
     }

@@ -8,8 +8,10 @@ student's and teacher's scores on a test set come out the same every time. They 
     scores/<key>.json                                              baseline scores of one user
 
 Keys are content hashes (a model's architecture and weights, or an ONNX teacher's file and framing; audio samples),
-so a changed teacher, a lossy upload or another world gives another key and never a stale hit. Only finite outputs
-are stored: a teacher that outputs NaN raises ``NonFiniteOutputError`` and leaves nothing behind. The ledger still charges the compute as if it had been done (the simulated
+so a changed teacher, a lossy upload or another world gives another key and never a stale hit. Teacher outputs
+computed on a GPU, or several chunks per forward pass, round differently from the CPU's one-chunk passes: they are
+kept in a folder of their own (``targets_folder``), so a run's numbers never depend on which device filled the
+cache. Only finite outputs are stored: a teacher that outputs NaN raises ``NonFiniteOutputError`` and leaves nothing behind. The ledger still charges the compute as if it had been done (the simulated
 devices and servers did it); only the wall clock of the simulation is saved. Files are written to a temporary name
 and renamed, so concurrent actors never read a partial file.
 """
@@ -25,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fedpse.models.accelerator import model_device
 from fedpse.models.identity import model_fingerprint
 
 
@@ -32,6 +35,13 @@ def model_key(model) -> str:
     """Content key of a model: what determines its outputs (``fedpse.models.identity.model_fingerprint``: a torch
     model's architecture spec and weights; an ONNX teacher's file bytes, options and ``teacher.onnx`` block)."""
     return model_fingerprint(model)[:32]
+
+
+def targets_folder(teacher, key: str, batch: int = 1) -> str:
+    """Cache folder of the outputs of ``teacher`` (content key ``key``) computed ``batch`` chunks per pass where it
+    runs: ``key`` itself for the CPU one chunk at a time (what fedpse always computed), else ``key-<device>-b<batch>``."""
+    device = model_device(teacher).type
+    return key if device == "cpu" and batch == 1 else f"{key}-{device}-b{batch}"
 
 
 def audio_key(audio: np.ndarray) -> str:
@@ -60,15 +70,20 @@ class ResultCache:
 
     # -------------------------------------------------------------------------------------- teacher outputs
     def targets(
-        self, teacher, key: str, chunks: list[np.ndarray], user: str | None = None
+        self, teacher, key: str, chunks: list[np.ndarray], user: str | None = None, batch: int = 1
     ) -> list[np.ndarray]:
-        """``pseudo_targets(teacher, chunks, user)``, reading outputs computed before for the same teacher and audio."""
-        from fedpse.distill.adapt import pseudo_targets
+        """``pseudo_targets_batched(teacher, chunks, batch, user)`` (``batch`` 1: ``pseudo_targets``), reading outputs
+        computed before for the same teacher, audio, device and batch."""
+        from fedpse.distill.adapt import pseudo_targets_batched
+
+        def compute(todo: list[np.ndarray]) -> list[np.ndarray]:
+            return pseudo_targets_batched(teacher, todo, batch, user=user)
 
         if self.root is None:
             self.misses += len(chunks)
-            return pseudo_targets(teacher, chunks, user=user)
-        paths = [self.root / "targets" / key / f"{audio_key(c)}.npy" for c in chunks]
+            return compute(chunks)
+        folder = self.root / "targets" / targets_folder(teacher, key, batch)
+        paths = [folder / f"{audio_key(c)}.npy" for c in chunks]
         out: list[np.ndarray | None] = [None] * len(chunks)
         for i, path in enumerate(paths):
             try:
@@ -81,7 +96,7 @@ class ResultCache:
         self.hits += len(chunks) - len(todo)
         self.misses += len(todo)
         if todo:
-            computed = pseudo_targets(teacher, [chunks[i] for i in todo], user=user)
+            computed = compute([chunks[i] for i in todo])
             for i, target in zip(todo, computed, strict=True):
                 out[i] = np.asarray(target, dtype=np.float32)
                 _atomic_write(paths[i], lambda fh, t=out[i]: np.save(fh, t))

@@ -6,13 +6,21 @@ the default pool's 54 places are few enough for a teacher to learn them; ``simul
 validation uses a fixed, seeded set of mixtures from the *held-out* pretraining speakers and noise places. Loss:
 negative SI-SDR to the clean speech. Checkpoints every ``checkpoint_every`` steps (``last.pt`` + optimizer state
 for ``--resume``), best-by-validation kept as ``best.pt``.
+
+At scale: the model trains on ``device.pretrain`` (checkpoints are written from CPU tensors either way, so a file
+trained on a GPU loads anywhere); ``pretrain.workers`` processes mix the batches of the next steps while the
+optimizer runs (each step's batch depends only on the seed and the step, so the numbers do not change);
+``pretrain.amp`` trains in fp16 or bf16 autocast on CUDA (the loss and the weights stay fp32).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import multiprocessing
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +30,7 @@ import torch
 from fedpse.audio.io import SAMPLE_RATE, load_audio
 from fedpse.config import Config, config_to_dict
 from fedpse.distill.loss import neg_si_sdr_loss, si_sdr
+from fedpse.models.accelerator import describe_device, role_device, to_cpu
 from fedpse.models.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
 from fedpse.models.finite import NonFiniteOutputError
 from fedpse.models.registry import build_from_spec, describe_spec
@@ -113,6 +122,48 @@ def validation_batch(
     return pool.batch(rng, count, int(VALIDATION_SECONDS * SAMPLE_RATE), tuple(snr_db))
 
 
+class StepBatches(torch.utils.data.Dataset):
+    """Item ``step`` is the training batch of that step: a function of the seed and the step only, so any worker
+    process can mix it and the batches are the same with any ``pretrain.workers``."""
+
+    def __init__(self, pool: MixingPool, seed: int, size: int, num_samples: int, snr_db):
+        self.pool, self.seed, self.size, self.num_samples, self.snr_db = pool, seed, size, num_samples, snr_db
+
+    def __getitem__(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        rng = np.random.default_rng([self.seed, 5, step])
+        return self.pool.batch(rng, self.size, self.num_samples, self.snr_db)
+
+
+def training_batches(
+    batches: StepBatches, start: int, stop: int, workers: int, pin_memory: bool = False
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """The batches of steps ``start`` .. ``stop - 1`` in order: mixed in this process (``workers`` = 0) or by
+    ``workers`` forked processes a few steps ahead (a DataLoader; the pool's audio is shared, not copied)."""
+    if workers == 0:
+        return (batches[step] for step in range(start, stop))
+    context = "fork" if "fork" in multiprocessing.get_all_start_methods() else None
+    loader = torch.utils.data.DataLoader(
+        batches,
+        batch_size=None,  # an item is already a batch
+        sampler=range(start, stop),
+        num_workers=workers,
+        pin_memory=pin_memory,
+        prefetch_factor=4,
+        multiprocessing_context=context,
+    )
+    return iter(loader)
+
+
+def mixed_precision(amp: str, device: torch.device, log) -> torch.dtype | None:
+    """The autocast dtype of ``pretrain.amp`` on ``device`` (None: fp32); on the CPU it is ignored, with a note."""
+    if amp == "off":
+        return None
+    if device.type != "cuda":
+        log(f"pretrain.amp={amp} ignored: mixed precision is used on CUDA only; training in fp32 on {device}")
+        return None
+    return {"fp16": torch.float16, "bf16": torch.bfloat16}[amp]
+
+
 @dataclass
 class PretrainResult:
     best_path: Path
@@ -137,6 +188,8 @@ def pretrain(
 
     pc = cfg.pretrain
     torch.set_num_threads(pc.threads)
+    device = role_device(cfg, "pretrain")
+    autocast_dtype = mixed_precision(pc.amp, device, log)
     out = Path(pc.out_dir).expanduser() / role
     out.mkdir(parents=True, exist_ok=True)
     spec = role_spec(cfg, role)
@@ -147,18 +200,23 @@ def pretrain(
     val_pool = MixingPool(world.pretrain_speech_files("val"), world.pretrain_noise_files("val"))
     vrng = np.random.default_rng([cfg.seed, 77])
     val_noisy, val_clean = validation_batch(val_pool, vrng, pc.val_mixtures, pc.snr_db)
+    val_noisy, val_clean = val_noisy.to(device), val_clean.to(device)
     torch.manual_seed(cfg.seed)
-    model = build_from_spec(spec)
+    model = build_from_spec(spec).to(device)  # initialised on the CPU: the same weights on every device
     opt = torch.optim.Adam(model.parameters(), lr=pc.lr)
+    scaler = torch.amp.GradScaler("cuda") if autocast_dtype == torch.float16 else None
     step, best, history = 0, -math.inf, []
     last_path, best_path, state_path = out / "last.pt", out / "best.pt", out / "train_state.pt"
     if resume:
         if not (last_path.is_file() and state_path.is_file()):
             raise CheckpointError(out, "--resume: no last.pt/train_state.pt here to resume from")
         model, card = load_checkpoint(last_path, expected_arch=spec)
+        model = model.to(device)
         opt = torch.optim.Adam(model.parameters(), lr=pc.lr)
         state = torch.load(state_path, map_location="cpu", weights_only=True)
-        opt.load_state_dict(state["optimizer"])
+        opt.load_state_dict(state["optimizer"])  # moves the moments to the parameters' device
+        if scaler is not None and "scaler" in state:
+            scaler.load_state_dict(state["scaler"])
         for group in opt.param_groups:  # the config passed now wins (e.g. a lower lr to finish a run)
             group["lr"] = pc.lr
         step, best, history = int(state["step"]), float(state["best"]), list(card.get("history", []))
@@ -168,7 +226,9 @@ def pretrain(
         "world_seed": world.seed,
         "world_key": world.manifest["key"],
         "config": {role: config_to_dict(getattr(cfg, role)), "pretrain": config_to_dict(pc)},
+        "device": describe_device(device),
     }
+    log(f"pretraining {role} on {base_card['device']}")
     if step == 0:
         best = evaluate(model, val_noisy, val_clean)
         history.append({"step": 0, "val_si_sdr": best})
@@ -181,20 +241,31 @@ def pretrain(
     def save_last() -> None:
         card = {**base_card, "steps": step, "val_si_sdr": history[-1]["val_si_sdr"], "history": history}
         save_checkpoint(last_path, model, card, dtype="fp32")
-        torch.save({"optimizer": opt.state_dict(), "step": step, "best": best}, state_path)
+        state = {"optimizer": opt.state_dict(), "step": step, "best": best}
+        if scaler is not None:
+            state["scaler"] = scaler.state_dict()
+        torch.save(to_cpu(state), state_path)  # loadable on a machine without the training device
 
     deadline = t0 + pc.max_minutes * 60 if pc.max_minutes > 0 else math.inf
     target = pc.steps
+    batches = training_batches(
+        StepBatches(train, cfg.seed, pc.batch_size, n, tuple(pc.snr_db)),
+        step,
+        target,
+        pc.workers,
+        pin_memory=device.type == "cuda",
+    )
     while step < target:
         if time.perf_counter() > deadline and step % pc.val_every == 0:
             log(f"pretrain.max_minutes={pc.max_minutes} reached at step {step}")
             save_last()
             break
         model.train()
-        noisy, clean = train.batch(
-            np.random.default_rng([cfg.seed, 5, step]), pc.batch_size, n, tuple(pc.snr_db)
-        )
-        loss = neg_si_sdr_loss(model(noisy), clean)
+        noisy, clean = next(batches)
+        noisy, clean = noisy.to(device, non_blocking=True), clean.to(device, non_blocking=True)
+        with torch.autocast(device.type, autocast_dtype) if autocast_dtype else contextlib.nullcontext():
+            enhanced = model(noisy)
+        loss = neg_si_sdr_loss(enhanced.float(), clean)  # the loss in fp32 also under autocast
         if not torch.isfinite(loss):
             raise NonFiniteOutputError(
                 role,
@@ -204,10 +275,18 @@ def pretrain(
                 f"{best_path} keeps the best weights so far (expected a finite loss; a lower pretrain.lr?)",
             )
         opt.zero_grad()
-        loss.backward()
-        if pc.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), pc.grad_clip)
-        opt.step()
+        if scaler is None:
+            loss.backward()
+            if pc.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), pc.grad_clip)
+            opt.step()
+        else:  # fp16: scaled loss; gradients unscaled before clipping; a step with inf gradients is skipped
+            scaler.scale(loss).backward()
+            if pc.grad_clip > 0:
+                scaler.unscale_(opt)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), pc.grad_clip)
+            scaler.step(opt)
+            scaler.update()
         step += 1
         bar.update()
         bar.set_postfix(loss=f"{loss.item():.2f}")
@@ -229,5 +308,6 @@ def pretrain(
                 )
         if step % pc.checkpoint_every == 0 or step == target:
             save_last()
+    del batches  # stops the mixing workers
     bar.close()
     return PretrainResult(best_path, last_path, step, best)

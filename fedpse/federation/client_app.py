@@ -37,6 +37,7 @@ from fedpse.federation.payloads import (
     encode_weights,
 )
 from fedpse.federation.plan import RunPlan
+from fedpse.models.accelerator import client_device, release_memory
 from fedpse.models.macs import forward_macs
 
 app = ClientApp()
@@ -121,10 +122,11 @@ def adapt_student(message: Message, context: Context) -> Message:
     if "teacher" in content.array_records:  # teacher_weights: the one-time teacher download
         device.store_teacher(json.loads(str(task["teacher_spec"])), decode_weights(content["teacher"]))
     train_on = names(task, "train_on")
+    compute = client_device(device.plan.cfg)  # the GPU Ray assigned this actor (num_gpus > 0), else the CPU
     teacher_macs = 0.0
     missing = [n for n in train_on if not device.has_targets(n)]
     if missing and task.get("targets_from") == "device_teacher":
-        teacher = device.teacher()
+        teacher = device.teacher().to(compute)
         noisy = [device.audio.chunk(n) for n in missing]
         outputs = ResultCache(device.plan.cfg.federation.cache_dir).targets(
             teacher, model_key(teacher), noisy, user=device.user_id
@@ -132,7 +134,7 @@ def adapt_student(message: Message, context: Context) -> Message:
         device.store_targets(dict(zip(missing, outputs, strict=True)))
         teacher_macs = forward_macs(teacher, sum(len(x) for x in noisy) / SAMPLE_RATE)
     noisy = [device.audio.chunk(n) for n in train_on]
-    student = device.student()
+    student = device.student().to(compute)
     result = adapt(
         student,
         noisy,
@@ -141,7 +143,8 @@ def adapt_student(message: Message, context: Context) -> Message:
         seed=device.plan.adapt_seed(device.user_id, round_number),
         user=device.user_id,
     )
-    device.save_student(student, round_number)
+    device.save_student(student, round_number)  # written from CPU tensors
+    release_memory(compute)  # an idle actor keeps only its CUDA context
     return _reply(
         message,
         started,

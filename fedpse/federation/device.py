@@ -11,9 +11,6 @@ with every message), so memory stays flat in the number of users and any actor c
 from __future__ import annotations
 
 import copy
-import json
-import os
-import shutil
 from functools import lru_cache
 from pathlib import Path
 
@@ -24,7 +21,7 @@ from torch import nn
 from fedpse.federation.plan import RunPlan
 from fedpse.models.checkpoints import load_checkpoint, save_checkpoint
 from fedpse.models.registry import build_from_spec
-from fedpse.world.cache import World
+from fedpse.world.reader import World
 
 
 class NoisyAudio:
@@ -122,90 +119,3 @@ class Device:
         if missing:
             raise RuntimeError(f"device {self.user_id}: no pseudo-targets for chunks {missing}")
         return [np.load(self._target_path(n)) for n in names]
-
-
-class RoundUndo:
-    """The simulator's undo note for one user's round (simulation machinery, not part of the device).
-
-    ``begin`` notes every file of the user's device storage and of the server's storage about the user
-    (``RUN_DIR/server/<user>/``) before the round, hard-linking each into ``RUN_DIR/undo/<user>/`` (free, and the
-    files a round replaces, checkpoints, are replaced atomically, so the link keeps the old content; targets and
-    uploads are only ever created). ``rollback`` makes the storage what it was: files created during the round are
-    deleted, replaced ones restored. A failed, late or interrupted round thus leaves no trace in any student,
-    target or upload; only a downloaded teacher stays cached (its download happened and was charged). ``commit``
-    drops the note. Both are idempotent, so a run killed halfway through either is finished on resume.
-    """
-
-    KEPT_ON_ROLLBACK = ("teacher.pt", "teacher.pt.card.json")  # a device's teacher cache (teacher_weights)
-
-    def __init__(self, plan: RunPlan, user_id: str):
-        self.root = plan.run_dir / "undo" / user_id
-        self.areas = {"device": plan.device_dir(user_id), "server": plan.server_dir(user_id)}
-
-    @property
-    def _note(self) -> Path:
-        return self.root / "note.json"
-
-    def pending_round(self) -> int | None:
-        """The round whose note is still open (begun, neither committed nor rolled back), if any."""
-        return int(json.loads(self._note.read_text())["round"]) if self._note.is_file() else None
-
-    def _files(self, area: str) -> dict[str, tuple[int, int, int]]:
-        base = self.areas[area]
-        if not base.is_dir():
-            return {}
-        out = {}
-        for path in base.rglob("*"):
-            if path.is_file():
-                st = path.stat()
-                out[path.relative_to(base).as_posix()] = (st.st_ino, st.st_size, st.st_mtime_ns)
-        return out
-
-    def begin(self, round_number: int) -> None:
-        if self.root.exists():
-            shutil.rmtree(self.root)  # a note whose commit was cut short by a kill
-        files = {}
-        for area, base in self.areas.items():
-            files[area] = self._files(area)
-            for rel in files[area]:
-                keep = self.root / "keep" / area / rel
-                keep.parent.mkdir(parents=True, exist_ok=True)
-                try:
-                    os.link(base / rel, keep)
-                except OSError:  # a filesystem without hard links
-                    shutil.copy2(base / rel, keep)
-        self.root.mkdir(parents=True, exist_ok=True)
-        tmp = self._note.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"round": round_number, "files": files}))
-        os.replace(tmp, self._note)
-
-    def commit(self) -> None:
-        shutil.rmtree(self.root, ignore_errors=True)
-
-    def rollback(self) -> None:
-        """Restore the storage noted by ``begin`` (no-op without an open note)."""
-        if not self._note.is_file():
-            shutil.rmtree(self.root, ignore_errors=True)
-            return
-        before = json.loads(self._note.read_text())["files"]
-        for area, base in self.areas.items():
-            noted = {rel: tuple(facts) for rel, facts in before.get(area, {}).items()}
-            for rel, facts in self._files(area).items():
-                if rel not in noted:
-                    if rel not in self.KEPT_ON_ROLLBACK:
-                        (base / rel).unlink()
-                elif facts != noted[rel]:
-                    self._restore(area, rel, facts[0] == noted[rel][0])
-            for rel in noted:
-                if not (base / rel).exists():
-                    self._restore(area, rel, False)
-        self.commit()
-
-    def _restore(self, area: str, rel: str, same_inode: bool) -> None:
-        base, keep = self.areas[area], self.root / "keep" / area / rel
-        if same_inode:  # rewritten in place: the kept hard link changed with it
-            raise RuntimeError(f"{base / rel}: rewritten in place during the round; cannot undo it")
-        tmp = (base / rel).with_name((base / rel).name + ".undo")
-        tmp.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(keep, tmp)
-        os.replace(tmp, base / rel)

@@ -4,10 +4,13 @@ It owns the clean references (nothing it reads is ever put in a message) and rea
 device's storage as a simulation-only observer (not a message, not in the ledger). Scores of models that do not
 change during a run (noisy mixture, generic student, teacher) are computed once per user and kept in-process and in
 the result cache (``federation.cache_dir``, see ``distill/cache.py``), keyed by world, user and model weights, so
-later runs of a sweep reuse them.
+later runs of a sweep reuse them. Models are scored on ``device.scoring`` (scores computed on a GPU are cached apart
+from the CPU's: they differ by float rounding).
 """
 
 from __future__ import annotations
+
+import copy
 
 import numpy as np
 import torch
@@ -18,6 +21,7 @@ from fedpse.distill.adapt import enhance
 from fedpse.distill.cache import ResultCache, model_key
 from fedpse.federation.device import Device, generic_student
 from fedpse.federation.plan import RunPlan
+from fedpse.models.accelerator import model_device, role_device
 from fedpse.models.finite import check_outputs
 
 _BASELINES: dict[str, dict[str, float]] = {}
@@ -29,7 +33,8 @@ class Evaluator:
     def __init__(self, plan: RunPlan):
         self.plan = plan
         self.pesq_stoi = plan.cfg.federation.pesq_stoi
-        self._generic = generic_student(plan)
+        self.device = role_device(plan.cfg, "scoring")
+        self._generic = generic_student(plan).to(self.device)
         self._teacher: nn.Module | None = None
         self._keys = {"generic": model_key(self._generic)}
         self.cache = ResultCache(plan.cfg.federation.cache_dir)
@@ -42,7 +47,7 @@ class Evaluator:
     @property
     def teacher(self) -> nn.Module:
         if self._teacher is None:
-            self._teacher = self.plan.teacher()
+            self._teacher = self.plan.teacher().to(self.device)
             self._keys["teacher"] = model_key(self._teacher)
         return self._teacher
 
@@ -58,6 +63,8 @@ class Evaluator:
         test_set = self.test_set(user)
         clean = [y for _, y in test_set]
         role = "teacher" if name == "teacher" else "student"
+        if model_device(model) != self.device:  # a student trained elsewhere: scored here, left where it is
+            model = copy.deepcopy(model).to(self.device)
         est = check_outputs(enhance(model, [x for x, _ in test_set]), role, model, user)
         out = {f"si_sdr_{name}": float(np.mean([si_sdr(e, y) for e, y in zip(est, clean, strict=True)]))}
         if self.pesq_stoi:
@@ -75,6 +82,7 @@ class Evaluator:
                 self._keys["generic"],
                 self._keys["teacher"],
                 str(self.pesq_stoi),
+                *([self.device.type] if self.device.type != "cpu" else []),
             ]
         )
         if key not in _BASELINES:

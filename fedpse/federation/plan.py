@@ -17,26 +17,31 @@ import numpy as np
 from torch import nn
 
 from fedpse.config import AdaptConfig, Config, ConfigError, load_config
-from fedpse.federation.devices import Fleet
+from fedpse.federation.fleet import Fleet
 from fedpse.models.checkpoints import load_checkpoint, save_checkpoint
 from fedpse.models.zoo import load_student, load_teacher
-from fedpse.world.cache import World
+from fedpse.world.reader import World
 
 
-def check_federation(cfg: Config) -> None:
-    """Federation settings that ``load_config`` cannot check on its own; raises ``ConfigError``."""
-    fed = cfg.federation
-    inner = fed.fedavg.inner_mode if fed.mode == "fedavg_generic" else fed.mode
-    if fed.mode == "fedavg_generic" and fed.num_users in (0, cfg.world.num_users):
-        raise ConfigError(
-            "federation.mode='fedavg_generic' scores the federated generic student on users who never took part: "
-            f"set federation.num_users below world.num_users={cfg.world.num_users} (got {fed.num_users or 'all'})"
-        )
-    if inner == "teacher_weights" and cfg.teacher.arch == "onnx":
-        raise ConfigError(
-            "federation.mode='teacher_weights' ships the teacher's weights to devices; "
-            "an ONNX teacher (teacher.arch='onnx') has none: use a gru/convtasnet teacher or another mode"
-        )
+@dataclasses.dataclass
+class RunModels:
+    """The config's generic student and teacher as loaded (checked), before they are frozen into a run directory."""
+
+    student: nn.Module
+    student_card: dict
+    teacher: nn.Module
+    teacher_card: dict
+
+
+def load_models(cfg: Config) -> RunModels:
+    """Load the config's student and teacher (checkpoints resolvable and matching their architecture). Seeded, so
+    that randomly initialised ones (``checkpoint: null``) are the same in every run of the config."""
+    import torch
+
+    torch.manual_seed(cfg.seed)
+    student, student_card = load_student(cfg)
+    teacher, teacher_card = load_teacher(cfg)
+    return RunModels(student, student_card, teacher, teacher_card)
 
 
 @dataclasses.dataclass
@@ -45,6 +50,8 @@ class RunPlan:
 
     cfg: Config
     run_dir: Path
+    # the config's models as the checks before a run loaded them, until ``freeze_models`` writes them (then None)
+    models: RunModels | None = dataclasses.field(default=None, repr=False, compare=False)
 
     @classmethod
     def load(cls, run_dir: str | Path) -> RunPlan:
@@ -114,15 +121,16 @@ class RunPlan:
 
     def freeze_models(self) -> None:
         """Write the run's generic student and teacher into the run directory, so that every party (devices in
-        any actor, server, evaluator) uses the very same weights, also when they are randomly initialised."""
-        import torch
-
-        torch.manual_seed(self.cfg.seed)
-        student, card = load_student(self.cfg)
-        save_checkpoint(self.generic_student_path, student, card={"source": card}, dtype="fp32")
-        if self.cfg.teacher.arch != "onnx":
-            teacher, card = load_teacher(self.cfg)
-            save_checkpoint(self.teacher_path, teacher, card={"source": card}, dtype="fp32")
+        any actor, server, evaluator) uses the very same weights, also when they are randomly initialised.
+        The models the checks loaded (``self.models``) are used, else loaded here."""
+        models, self.models = self.models or load_models(self.cfg), None
+        save_checkpoint(
+            self.generic_student_path, models.student, card={"source": models.student_card}, dtype="fp32"
+        )
+        if self.cfg.teacher.arch != "onnx":  # an ONNX teacher stays where it is, loaded by path
+            save_checkpoint(
+                self.teacher_path, models.teacher, card={"source": models.teacher_card}, dtype="fp32"
+            )
 
     def generic_student(self) -> nn.Module:
         """The generic student every device starts with (the app's pre-installed model)."""

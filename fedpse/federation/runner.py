@@ -5,6 +5,7 @@ one simulation, paying Ray's start-up once (e.g. every delivery mode on the same
 client actor (``federation.num_cpus``), one torch/OpenMP thread per actor, Flower telemetry off, ``FLWR_HOME`` and
 Ray's temp folder under the run directory (``<run dir>/flwr``, ``<run dir>/ray``; Ray's socket paths must stay
 short, so a long run path is handed to Ray through a short ``/tmp/fedpse-*/r`` symlink, removed afterwards).
+Checking and creating run directories before that is ``prepare``; what happens inside a run is ``server_app``.
 """
 
 from __future__ import annotations
@@ -21,104 +22,25 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-from fedpse.config import Config, ConfigError, FederationConfig, config_to_dict, flatten, load_config
-from fedpse.federation.interrupts import RAY_OWNER_ENV, STOP, Interrupted, kill_orphans, trap_signals
+from fedpse.config import Config, FederationConfig
+from fedpse.federation.interrupts import RAY_OWNER_ENV, STOP, Interrupted, trap_signals
 from fedpse.federation.ledger import Observer
-from fedpse.federation.plan import RunPlan, check_federation
-from fedpse.models.zoo import load_student, load_teacher
-from fedpse.paths import ensure_writable_dir
+from fedpse.federation.plan import RunPlan
+from fedpse.federation.prepare import (
+    RayClusterError,
+    check,
+    create,
+    default_run_dir,
+    probe_cluster,
+    release,
+    resumable,
+    resume_dirs,
+)
 from fedpse.results import lock as run_lock
-from fedpse.results.store import TABLES, RunDirError, RunStore
-from fedpse.world.cache import World, build_world, world_dir
+from fedpse.results.store import RunDirError, RunStore
 
 # Ray's unix sockets live under <tmp>/ray/session_<date>_<pid>/sockets/...; AF_UNIX paths max out at 107 bytes.
 MAX_RAY_TMPDIR_CHARS = 40
-
-
-def default_run_dir(label: str = "simulate") -> Path:
-    return Path("runs") / f"{label}-{time.strftime('%Y%m%d-%H%M%S')}"
-
-
-def open_world(cfg: Config, progress: bool = False) -> World:
-    """The config's world: opened if built (a cache that does not match the config is an error), else built."""
-    if (world_dir(cfg) / "manifest.json").is_file():
-        return World.open(cfg)
-    if progress:
-        print(f"fedpse: building the world at {world_dir(cfg)} (first run only)", file=sys.stderr)
-    return build_world(cfg, progress=progress)
-
-
-def check_writable(cfg: Config) -> None:
-    """Every folder a simulation writes besides the run directory, checked before any work: an unwritable one is a
-    one-line error naming the path and the key that sets it (the run directory is checked by taking its lock)."""
-    fed = cfg.federation
-    if fed.cache_dir:
-        ensure_writable_dir(fed.cache_dir, "federation.cache_dir")
-    if fed.ray_tmpdir:
-        ensure_writable_dir(fed.ray_tmpdir, "federation.ray_tmpdir")
-    ensure_writable_dir(tempfile.gettempdir(), "TMPDIR (the environment variable; Ray's short socket paths)")
-
-
-def take_run_dir(run_dir: Path, key: str = "--out") -> run_lock.RunLock:
-    """This process becomes the only writer of ``run_dir`` (``RunLockedError`` if another process writes it);
-    Ray processes left behind by a killed earlier writer of the same directory are cleaned up."""
-    try:
-        lock = run_lock.hold(run_dir)
-    except OSError as err:
-        raise RunDirError(
-            f"{run_dir}: cannot create or write the run directory ({err.strerror or err}); "
-            f"give {key} a folder you can write"
-        ) from None
-    found = kill_orphans(lock.previous)
-    if found:
-        print(
-            f"fedpse: stopped {found} Ray process(es) left by a killed run of {run_dir} (pid {lock.previous['pid']})",
-            file=sys.stderr,
-        )
-    return lock
-
-
-def check(cfg: Config, run_dir: str | Path, progress: bool = False) -> RunPlan:
-    """Everything that can fail before a simulation starts. Creates nothing but the world and the run directory
-    with its lock, which this process then holds (released by ``release``; removed again if the checks fail)."""
-    check_federation(cfg)
-    run_dir = Path(run_dir).expanduser().resolve()
-    check_writable(cfg)
-    take_run_dir(run_dir)
-    try:
-        RunStore.check_free(run_dir)
-        if cfg.federation.ray_address:
-            probe_cluster(cfg.federation.ray_address)
-        open_world(cfg, progress)
-        plan = RunPlan(cfg, run_dir)
-        _ = plan.users  # num_users within the world, fault-injection users known
-        load_student(cfg)  # checkpoints resolvable and matching the architecture
-        load_teacher(cfg)
-    except BaseException:
-        release(run_dir)
-        raise
-    return plan
-
-
-def release(run_dir: str | Path) -> None:
-    """Give up the lock of a run directory this process holds (and the directory, if nothing was written)."""
-    run_lock.release(run_dir, remove_if_unused=True)
-
-
-def create(plan: RunPlan) -> RunPlan:
-    """The run directory: resolved config and the run's frozen generic student and teacher."""
-    RunStore.create(plan.run_dir, plan.cfg)
-    plan.freeze_models()
-    return plan
-
-
-def prepare(cfg: Config, run_dir: str | Path, progress: bool = False) -> RunPlan:
-    """``check`` then ``create``."""
-    return create(check(cfg, run_dir, progress))
-
-
-def prepare_run(config: str | None, overrides: list[str], run_dir: str | Path) -> RunPlan:
-    return prepare(load_config(config, overrides), run_dir)
 
 
 # ------------------------------------------------------------------------------------------- environment
@@ -152,26 +74,6 @@ class _ClientErrorFilter(logging.Filter):
             return False
         text = str(record.getMessage())
         return not any(marker in text for marker in self.MARKERS)
-
-
-class RayClusterError(ValueError):
-    """``federation.ray_address`` names a Ray cluster this process cannot join."""
-
-
-def probe_cluster(address: str) -> None:
-    """Fail fast when nothing listens at a Ray head's ``HOST:PORT`` (``ray.init`` retries for minutes)."""
-    import socket
-
-    if address == "auto":
-        return
-    host, _, port = address.removeprefix("ray://").rpartition(":")
-    try:
-        socket.create_connection((host, int(port)), timeout=5).close()
-    except (OSError, ValueError) as err:
-        raise RayClusterError(
-            f"federation.ray_address={address!r}: nothing answers there ({err}); expected HOST:PORT of a "
-            "running Ray head (`ray start --head --port=6379` prints it), or 'auto'"
-        ) from None
 
 
 def join_cluster(address: str, init_args: dict) -> None:
@@ -275,7 +177,9 @@ def simulate_many(
     """
     if not runs:
         return []
-    dirs = [Path(run_dir or default_run_dir(cfg.federation.mode)).expanduser().resolve() for cfg, run_dir in runs]
+    dirs = [
+        Path(run_dir or default_run_dir(cfg.federation.mode)).expanduser().resolve() for cfg, run_dir in runs
+    ]
     if len(set(dirs)) != len(dirs):
         raise ValueError(f"each run needs its own run directory, got {[str(d) for d in dirs]}")
     plans: list[RunPlan] = []
@@ -361,86 +265,6 @@ def simulate(
 
 
 # ------------------------------------------------------------------------------------------- resuming
-# Keys that say how a run is executed (where, on what resources), not what it computes: ``--resume`` may change
-# them (e.g. continue on a Ray cluster). Any other difference from the run's config.yaml is refused.
-EXECUTION_KEYS = (
-    "world.workers",
-    "federation.num_cpus",
-    "federation.num_gpus",
-    "federation.ray_address",
-    "federation.ray_num_cpus",
-    "federation.ray_object_store_mb",
-    "federation.ray_tmpdir",
-    "federation.reply_timeout_s",
-    "federation.max_in_flight",
-)
-
-
-def config_changes(ran: Config, given: Config) -> list[tuple[str, object, object]]:
-    """(dotted key, value in ``ran``, value in ``given``) for each key that differs, ``EXECUTION_KEYS`` aside."""
-    before, after = flatten(config_to_dict(ran)), flatten(config_to_dict(given))
-    return [
-        (k, before[k], after.get(k)) for k in before if before[k] != after.get(k) and k not in EXECUTION_KEYS
-    ]
-
-
-def resume_dirs(run_dir: str | Path) -> list[Path]:
-    """The run directories ``--resume RUN_DIR`` continues: RUN_DIR, or each run of a ``--modes`` folder."""
-    run_dir = Path(run_dir).expanduser().resolve()
-    if (run_dir / "config.yaml").is_file():
-        return [run_dir]
-    runs = sorted(d for d in run_dir.iterdir() if (d / "config.yaml").is_file()) if run_dir.is_dir() else []
-    if not runs:
-        raise RunDirError(
-            f"{run_dir / 'config.yaml'}: not found; --resume expects a run directory written by "
-            "`fedpse simulate` (or a --modes folder of them)"
-        )
-    return runs
-
-
-def resumable(
-    run_dir: Path, config: str | Path | None = None, overrides: list[str] = (), progress: bool = False
-) -> RunPlan:
-    """The plan of an interrupted run, from its own config.yaml. ``config`` / ``overrides`` may only repeat it,
-    or change ``EXECUTION_KEYS``. This process takes the run directory's lock (``release`` gives it up)."""
-    take_run_dir(run_dir, "--resume")
-    try:
-        return _resumable(run_dir, config, overrides, progress)
-    except BaseException:
-        run_lock.release(run_dir)
-        raise
-
-
-def _resumable(run_dir: Path, config: str | Path | None, overrides: list[str], progress: bool) -> RunPlan:
-    cfg = load_config(run_dir / "config.yaml")
-    if config is not None or overrides:
-        given = load_config(config or run_dir / "config.yaml", overrides)
-        changed = config_changes(cfg, given)
-        if changed:
-            detail = "; ".join(f"{k}: run has {a!r}, given {b!r}" for k, a, b in changed[:5])
-            raise ConfigError(
-                f"--resume continues {run_dir} with its own config.yaml; the given config changes {detail} "
-                f"(only {', '.join(EXECUTION_KEYS)} may change on resume)"
-            )
-        cfg = given
-    check_federation(cfg)
-    check_writable(cfg)
-    if RunStore(run_dir).finished:  # finished by another process before this one took the lock
-        raise RunDirError(f"{run_dir}: already finished (summary.json is written); nothing to resume")
-    for table in TABLES:  # readable, and written by this version (before Ray starts)
-        RunStore(run_dir).read_table(table)
-    if cfg.federation.ray_address:
-        probe_cluster(cfg.federation.ray_address)
-    open_world(cfg, progress)
-    plan = RunPlan(cfg, run_dir)
-    _ = plan.users
-    if not (
-        plan.generic_student_path.is_file() and (plan.teacher_path.is_file() or cfg.teacher.arch == "onnx")
-    ):
-        plan.freeze_models()  # killed while the run directory was being created (deterministic: seeded)
-    return plan
-
-
 def resume(
     run_dir: str | Path,
     config: str | Path | None = None,

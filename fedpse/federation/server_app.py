@@ -10,71 +10,39 @@ Two entry points build the same ``Federation``:
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import sys
 import threading
 import time
+import types
+from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.serverapp import Grid, ServerApp
 
-from fedpse.distill.adapt import gap_closure
-from fedpse.federation.device import RoundUndo
+from fedpse.federation.accounts import SCORE_KEYS, Accounts, finite, gain, mean, only
 from fedpse.federation.evaluator import Evaluator
 from fedpse.federation.interrupts import Interrupted, ServerError, check_stop
 from fedpse.federation.ledger import Ledger, Observer, stored
 from fedpse.federation.plan import RunPlan, cohort_size, select_round
+from fedpse.federation.prepare import default_run_dir, prepare_run
+from fedpse.federation.resume import History, RoundUndo, replayed, resume_point
 from fedpse.federation.strategies import strategy_class
-from fedpse.federation.strategies.base import Outcome, ServerSide, UserRound, drive
+from fedpse.federation.strategies.base import (
+    Conversation,
+    FinishContext,
+    Outcome,
+    ServerSide,
+    UserRound,
+    drive,
+)
 from fedpse.models.finite import NonFiniteOutputError
-from fedpse.models.macs import count_params
-from fedpse.results.store import EVALUATION_COLUMNS, SCORE_COLUMNS, USER_COLUMNS, RunDirError, RunStore
+from fedpse.results.store import RunDirError, RunStore
 
 
 class RegistrationError(ValueError):
     """The simulated devices do not match the run's users (too few nodes, duplicates, a failed hello)."""
-
-
-SCORE_KEYS = [c for c in EVALUATION_COLUMNS if c.startswith(("si_sdr_", "pesq_", "stoi_"))]
-
-
-@dataclasses.dataclass
-class UserState:
-    """The server's running account of one user (bounded: numbers and chunk names only)."""
-
-    rounds_available: int = 0  # rounds whose start found the user's device inside its availability window
-    rounds_selected: int = 0
-    rounds_completed: int = 0
-    rounds_failed: int = 0
-    retries: int = 0  # selections that retried a failed round
-    failed_streak: int = 0  # failed rounds since the last completed one (> 0: to be retried first)
-    streak_since: int = 0  # the round the current streak of failures began
-    last_ok: bool = True
-    error: str = ""
-    delivered: list[str] = dataclasses.field(default_factory=list)  # chunks whose round completed
-    used_seconds: float = 0.0  # distinct adaptation audio the student has been trained on
-    adapt_steps: int = 0
-    scores: dict[str, float] = dataclasses.field(default_factory=dict)  # of the last completed round
-    scored_round: int | None = None
-    sim_seconds: float = 0.0  # the device's simulated time in all its rounds
-
-
-@dataclasses.dataclass
-class History:
-    """What a run directory already holds, as a (resumed) run replays it: committed user rounds only."""
-
-    attempts: dict[int, dict[str, dict]] = dataclasses.field(default_factory=dict)  # round -> user -> row
-    evaluations: dict[tuple[int, str], dict] = dataclasses.field(default_factory=dict)
-    rounds: dict[int, dict] = dataclasses.field(default_factory=dict)
-    ledger: list[dict] = dataclasses.field(default_factory=list)
-
-    @property
-    def registered(self) -> bool:
-        """Registration completed before anything else did, so any committed work means it was recorded whole."""
-        return bool(self.attempts or self.rounds)
 
 
 def register_devices(
@@ -138,19 +106,6 @@ def exchange(grid: Grid, messages: list[Message], timeout_s: float, poll_s: floa
     return replies
 
 
-def _only(scores: dict, columns: list[str]) -> dict:
-    return {k: v for k, v in scores.items() if k in columns}
-
-
-def _mean(values) -> float:
-    values = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
-    return float(np.mean(values)) if values else float("nan")
-
-
-def _number(text: str) -> float:
-    return float(text) if text not in ("", None) else float("nan")
-
-
 class Federation:
     """One run on a ``Grid``: registration, rounds, evaluation, run directory.
 
@@ -158,8 +113,9 @@ class Federation:
     a fresh run; the completed work of a killed one), so a fresh run and a resumed one are the same code. A user's
     round *commits* when its ``attempts.csv`` row is written (after its evaluation row, if it completed); on resume,
     ledger and evaluation rows of rounds that did not commit are dropped, their effects on the user's device and
-    server storage are undone (``RoundUndo``) and they run again, so the tables end up with the rows of an
+    server storage are undone (``resume.RoundUndo``) and they run again, so the tables end up with the rows of an
     uninterrupted run. Selection, the simulated clock and fault draws depend only on committed work and seeds.
+    Each user's account is kept by ``accounts.Accounts``.
     """
 
     def __init__(
@@ -173,10 +129,9 @@ class Federation:
         self.ledger = Ledger(self.store, observers, timing=self._message_seconds)
         self.strategy = strategy_class(self.fed.mode)(ServerSide(plan))
         self.evaluator = Evaluator(plan)
-        self.users = {user: UserState() for user in plan.users}
+        self.accounts = Accounts(plan, self.ledger)
+        self.users = self.accounts.users
         self.node_of: dict[str, int] = {}  # user -> Flower node id, once the devices have registered
-        self.attempt_counts: dict[str, int] = {}
-        self.injected_counts: dict[str, int] = {}
         self.clock = {"start_s": math.nan, "end_s": 0.0}
         self.progress = progress
         self._bar = None
@@ -219,58 +174,45 @@ class Federation:
         undo_notes = self.plan.run_dir / "undo"
         if undo_notes.is_dir() and not any(undo_notes.iterdir()):
             undo_notes.rmdir()
-        finish = getattr(self.strategy, "finish", None)
-        extra = {}
-        if finish is not None:
-            # After the rounds, before users.csv and the summary (e.g. aggregate the students). A resumed run
-            # calls it again: its ledger rows (round > num_rounds, no attempts.csv row) were dropped on resume.
-            extra = finish(self) or {}
-        self.store.write_table("users", [self.user_row(u) for u in self.plan.users])
-        summary = {**self.summary(time.perf_counter() - started), **_finite(extra)}
+        # After the rounds, before users.csv and the summary (e.g. aggregate the students). A resumed run calls it
+        # again: its ledger rows (round > num_rounds, no attempts.csv row) were dropped on resume.
+        finish = FinishContext(
+            self.accounts.adapted_seconds(), self.converse, self.evaluator, self.store.write_table
+        )
+        extra = self.strategy.finish(finish) or {}
+        self.store.write_table("users", [self.accounts.user_row(u) for u in self.plan.users])
+        wall_seconds = time.perf_counter() - started
+        summary = self.accounts.summary(
+            self.evaluator.generic, self.evaluator.teacher, self.clock, wall_seconds
+        )
+        summary = {**summary, **finite(extra)}
         self.store.write_summary(summary)
         return summary
+
+    def converse(
+        self, jobs: list[UserRound], conversation: Callable[[UserRound], Conversation]
+    ) -> dict[str, Outcome]:
+        """Run ``conversation(job)`` with each job's device outside the rounds (``DeliveryStrategy.finish``)."""
+        talk = types.SimpleNamespace(name=self.strategy.name, conversation=conversation)
+        return drive(
+            self.grid,
+            talk,
+            jobs,
+            self.node_of,
+            self.ledger,
+            self.fed.reply_timeout_s,
+            max_in_flight=self.fed.max_in_flight,
+        )
 
     def _cohort(self) -> int:
         return cohort_size(len(self.plan.users), self.fed.fraction)
 
     def resume_point(self) -> History:
-        """Read what the run directory holds, keep only committed work (rewriting the tables without the rest),
-        undo the storage effects of user rounds that did not commit, and rebuild the ledger's totals."""
-        store = self.store
-        attempts = store.read_table("attempts")
-        units = {(int(a["round"]), a["user"]) for a in attempts}
-        if len(units) != len(attempts):
-            raise RunDirError(
-                f"{store.path('attempts')}: a (round, user) appears twice; the table is damaged"
-            )
-        history = History(rounds={int(r["round"]): r for r in store.read_table("rounds")})
-        for a in attempts:
-            history.attempts.setdefault(int(a["round"]), {})[a["user"]] = a
-        evaluations = [e for e in store.read_table("evaluations") if (int(e["round"]), e["user"]) in units]
-        history.evaluations = {(int(e["round"]), e["user"]): e for e in evaluations}
-        registered = history.registered
-        history.ledger = [
-            row
-            for row in store.read_table("ledger")
-            if (int(row["round"]), row["user"]) in units or (row["round"] == "0" and registered)
-        ]
-        kept = {"attempts": attempts, "evaluations": evaluations, "ledger": history.ledger}
-        kept["rounds"] = list(history.rounds.values())
-        for table, rows in kept.items():
-            if store.path(table).exists():
-                store.write_table(table, rows)  # without rows of interrupted work (and any line cut short)
-        for user in self.plan.users:
-            undo = RoundUndo(self.plan, user)
-            pending = undo.pending_round()
-            committed = history.attempts.get(pending, {}).get(user) if pending is not None else None
-            if committed is not None and committed["status"] == "ok":
-                undo.commit()
-            else:
-                undo.rollback()
+        """Keep the run directory's committed work only (``resume.resume_point``); rebuild the ledger's totals and
+        the strategy's in-memory state from it."""
+        history = resume_point(self.store, self.plan)
         self.ledger.restore(history.ledger)
-        restore = getattr(self.strategy, "restore", None)
-        if restore is not None:  # a strategy's in-memory state (e.g. which devices hold the teacher)
-            restore(history.ledger)
+        self.strategy.restore(history.ledger)
         return history
 
     def round(self, r: int, node_of: dict[str, int], history: History) -> None:
@@ -281,10 +223,7 @@ class Federation:
         eligible = [u for u in self.plan.users if self.fleet.available(u, start_s)]
         for user in eligible:
             self.users[user].rounds_available += 1
-        retry = sorted(
-            (u for u, s in self.users.items() if s.failed_streak),
-            key=lambda u: (self.users[u].streak_since, u),
-        )
+        retry = self.accounts.to_retry()
         selection = select_round(
             self.plan.users, self.fed.fraction, self.plan.cfg.seed, r, eligible=eligible, retry=retry
         )
@@ -334,17 +273,17 @@ class Federation:
             {
                 "round": r,
                 "sim_start_s": start_s,
-                "chunks_available": _mean(len(self.plan.chunks_available(u, r)) for u in selection.selected),
+                "chunks_available": mean(len(self.plan.chunks_available(u, r)) for u in selection.selected),
                 "eligible": len(eligible),
                 "selected": len(selection.selected),
                 "retried": len(selection.retried),
                 "completed": len(done),
                 "failed": len(units) - len(done),
                 "late": sum(u["status"] in ("missed_deadline", "left_window") for u in units),
-                "mean_si_sdr_personalized": _mean(
+                "mean_si_sdr_personalized": mean(
                     self.users[u].scores.get("si_sdr_personalized") for u in done
                 ),
-                "mean_gain_db": _mean(self._gain(self.users[u].scores) for u in done),
+                "mean_gain_db": mean(gain(self.users[u].scores) for u in done),
                 **self.ledger.round_totals(r),
                 "sim_round_seconds": sim_round,
                 "wall_seconds": time.perf_counter() - started,
@@ -378,14 +317,14 @@ class Federation:
         if status == "ok":
             status, error, raw = self._scores(job)
         if status == "ok":
-            scores = {k: stored(v) for k, v in _only(raw, SCORE_KEYS).items()}
+            scores = {k: stored(v) for k, v in only(raw, SCORE_KEYS).items()}
             self.store.append(
                 "evaluations",
                 {
                     "round": job.round,
                     "user": job.user,
                     **scores,
-                    "gain_db": self._gain(scores),
+                    "gain_db": gain(scores),
                     "adapt_audio_seconds": outcome.adapt_audio_seconds,
                     "steps": outcome.steps,
                 },
@@ -432,150 +371,22 @@ class Federation:
 
     def replay(self, job: UserRound, attempt: dict, evaluation: dict | None) -> None:
         """Account for a user round committed before the run was resumed, from its table rows."""
-        scores = {}
-        if attempt["status"] == "ok":
-            if evaluation is None:
-                raise RunDirError(
-                    f"{self.store.path('evaluations')}: no row for user {job.user} in round {job.round}, "
-                    "whose attempt completed; the table is damaged"
-                )
-            scores = {k: float(evaluation[k]) for k in SCORE_KEYS if evaluation.get(k, "") != ""}
-        parsed = {
-            "status": attempt["status"],
-            "error": attempt["error"],
-            "injected": attempt["injected"],
-            "adapted": int(attempt["adapted"]),
-            "steps": int(attempt["steps"]),
-            "sim_seconds": float(attempt["sim_seconds"]),
-            "deadline_s": _number(attempt["deadline_s"]),
-        }
-        self.account(job, parsed, scores)
+        self.account(job, *replayed(self.store, job.user, job.round, attempt, evaluation))
 
     def account(self, job: UserRound, attempt: dict, scores: dict[str, float]) -> None:
-        """Update the user's account with one committed round (live or replayed: the same arithmetic)."""
-        state = self.users[job.user]
-        status = attempt["status"]
+        """One committed user round (live or replayed): into the user's account and the round's tally."""
         deadline = attempt["deadline_s"]
         self._round_units.append(
             {
                 "user": job.user,
-                "status": status,
+                "status": attempt["status"],
                 "sim_seconds": attempt["sim_seconds"],
                 "deadline_s": math.inf if deadline is None or math.isnan(deadline) else deadline,
             }
         )
-        self.attempt_counts[status] = self.attempt_counts.get(status, 0) + 1
-        for fault in filter(None, attempt["injected"].split("+")):
-            self.injected_counts[fault] = self.injected_counts.get(fault, 0) + 1
-        state.sim_seconds = stored(state.sim_seconds + attempt["sim_seconds"])
-        if status != "ok":
-            state.last_ok, state.error = False, attempt["error"]
-            state.rounds_failed += 1
-            state.streak_since = state.streak_since if state.failed_streak else job.round
-            state.failed_streak += 1
-        else:
-            state.last_ok, state.error, state.failed_streak = True, "", 0
-            state.rounds_completed += 1
-            state.adapt_steps += attempt["steps"]
-            if attempt["adapted"]:
-                seconds = {s["name"]: s["seconds"] for s in self.plan.world.segments(job.user, "adapt")}
-                trained = set(state.delivered) | set(job.train_on)
-                state.used_seconds = max(state.used_seconds, sum(seconds[n] for n in trained))
-            state.delivered += [n for n in job.new if n not in state.delivered]
-            state.scores, state.scored_round = scores, job.round
+        self.accounts.add(job, attempt, scores)
         if self._bar is not None:
             self._bar.update(1)
-
-    # ------------------------------------------------------------------------------------------- tables
-    @staticmethod
-    def _gain(scores: dict) -> float:
-        if "si_sdr_personalized" not in scores:
-            return float("nan")
-        return scores["si_sdr_personalized"] - scores["si_sdr_generic"]
-
-    def status(self, user: str) -> str:
-        """ok | failed (its last round failed; scores, if any, are those of ``scored_round``) | not_selected |
-        unavailable (its device was never inside its availability window at a round's start)."""
-        state = self.users[user]
-        if not state.rounds_selected:
-            return "not_selected" if state.rounds_available else "unavailable"
-        return "ok" if state.last_ok else "failed"
-
-    def user_row(self, user: str) -> dict:
-        state = self.users[user]
-        s = state.scores
-        row = {
-            "user": user,
-            "status": self.status(user),
-            "rounds_available": state.rounds_available,
-            "rounds_selected": state.rounds_selected,
-            "rounds_completed": state.rounds_completed,
-            "rounds_failed": state.rounds_failed,
-            "retries": state.retries,
-            "scored_round": state.scored_round,
-            "audio_minutes_used": state.used_seconds / 60.0,
-            "adapt_steps": state.adapt_steps,
-            "sim_seconds": state.sim_seconds,
-            "error": state.error,
-            **self.ledger.user_totals(user),
-        }
-        if s:
-            row.update(_only(s, USER_COLUMNS))
-            row["si_sdri_db"] = s["si_sdr_personalized"] - s["si_sdr_noisy"]
-            row["gain_db"] = self._gain(s)
-            row["gap_closure"] = gap_closure(
-                s["si_sdr_generic"], s["si_sdr_personalized"], s["si_sdr_teacher"]
-            )
-        return row
-
-    def summary(self, wall_seconds: float) -> dict:
-        rows = [self.user_row(u) for u in self.plan.users]
-        scored = [r for r in rows if "si_sdr_personalized" in r]
-        totals = self.ledger.totals()
-        student, teacher = self.evaluator.generic, self.evaluator.teacher
-        means = {key: _mean(r.get(key) for r in scored) for key in SCORE_COLUMNS}
-        summary = {
-            "mode": self.fed.mode,
-            "run_dir": str(self.plan.run_dir),
-            "world": str(self.plan.world.root),
-            "users": len(rows),
-            "rounds": self.fed.num_rounds,
-            "fraction": self.fed.fraction,
-            "users_ok": sum(r["status"] == "ok" for r in rows),
-            "users_failed": [r["user"] for r in rows if r["status"] == "failed"],
-            "users_not_selected": sum(r["status"] == "not_selected" for r in rows),
-            "users_unavailable": sum(r["status"] == "unavailable" for r in rows),
-            "mean": means,
-            "totals": totals,
-            "per_user": {k: v / max(len(rows), 1) for k, v in totals.items()},
-            "attempts": dict(sorted(self.attempt_counts.items())),
-            "injected_faults": dict(sorted(self.injected_counts.items())),
-            "sim": {
-                "availability": self.fed.devices.availability,
-                "start_s": self.clock["start_s"],
-                "end_s": self.clock["end_s"],
-                "seconds": self.clock["end_s"] - self.clock["start_s"],
-            },
-            "student_params": count_params(student),
-            "student_fp32_bytes": 4 * count_params(student),
-            "teacher_params": count_params(teacher),
-            "teacher_fp32_bytes": 4 * count_params(teacher),
-            "precision": {"weights": self.fed.weights_precision, "targets": self.fed.targets_precision},
-            "upload_codec": self.fed.upload_codec,
-            "wall_seconds": wall_seconds,
-        }
-        return _finite(summary)
-
-
-def _finite(value):
-    """NaN -> None, so summary.json stays valid JSON."""
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_finite(v) for v in value]
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    return value
 
 
 def make_server_app(
@@ -612,8 +423,6 @@ app = ServerApp()
 @app.main()
 def flwr_main(grid: Grid, context: Context) -> None:
     """``flwr run .``: the run is described by the app's run config (see pyproject ``[tool.flwr.app.config]``)."""
-    from fedpse.federation.runner import default_run_dir, prepare_run
-
     rc = context.run_config
     overrides = [o.strip() for o in str(rc.get("overrides", "")).split(";") if o.strip()]
     out = str(rc.get("out", "")) or str(default_run_dir())

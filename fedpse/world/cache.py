@@ -1,4 +1,5 @@
-"""Building a world into its cache directory, and reading it back.
+"""Building a world into its cache directory (``build_world``), or opening the one already built (``open_world``);
+reading a built world is ``fedpse.world.reader``.
 
 Layout of ``<world.cache_dir>/world-<key>/`` (key = hash of the seed and every world setting that changes audio):
 
@@ -22,12 +23,10 @@ and listed in ``skipped_files.csv``. An error in a worker process ends the build
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import multiprocessing as mp
 import os
 import pickle
-import shutil
 import sys
 import time
 from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
@@ -36,9 +35,10 @@ from pathlib import Path
 
 import numpy as np
 
-from fedpse.audio.io import SAMPLE_RATE, AudioError, load_audio, save_audio
+from fedpse.audio.io import SAMPLE_RATE, AudioError, save_audio
 from fedpse.config import Config, config_to_dict, dump_config
 from fedpse.paths import ensure_writable_dir
+from fedpse.world.reader import FORMAT_VERSION, World, WorldError, world_dir, world_key
 from fedpse.world.speech import files_stream, seeded_rng, tts_stream
 from fedpse.world.users import (
     SILENT_NOISE_DBFS,
@@ -53,40 +53,11 @@ from fedpse.world.users import (
     timeline_seconds,
 )
 
-FORMAT_VERSION = 1
 PRETRAIN_NOISE_VALIDATION_FRACTION = 0.1
 # Seed streams: one purpose each, so adding users never changes voices or places.
 S_VOICES, S_USERS, S_PRETRAIN_SPEECH, S_PRETRAIN_NOISE, S_BABBLE, S_USER_AUDIO, S_PLACES = range(1, 8)
-# World settings added after FORMAT_VERSION 1, with the value that builds worlds as before they existed: at that
-# value they stay out of the world key, so worlds (and results keyed by them) cached before them are still found.
-_LATER_KEYS = {
-    ("speech", "skip_bad_files"): False,
-    ("noise", "skip_bad_files"): False,
-    ("noise", "min_rms_dbfs"): -80.0,
-}
 SPEECH_SKIP_KEY, NOISE_SKIP_KEY = "world.speech.skip_bad_files", "world.noise.skip_bad_files"
 SKIPPED_FILES = "skipped_files.csv"
-
-
-class WorldError(ValueError):
-    """A world cache that is missing, incomplete or built from a different config."""
-
-
-# ------------------------------------------------------------------------------------------------ identity
-def world_key(cfg: Config) -> str:
-    """Hash of everything that determines the world's audio (not where it is cached or how many workers)."""
-    world = config_to_dict(cfg.world)
-    world.pop("cache_dir")
-    world.pop("workers")
-    for (section, key), old in _LATER_KEYS.items():
-        if world[section][key] == old:
-            del world[section][key]
-    blob = json.dumps({"format": FORMAT_VERSION, "seed": cfg.seed, "world": world}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()
-
-
-def world_dir(cfg: Config) -> Path:
-    return Path(os.path.expanduser(cfg.world.cache_dir)) / f"world-{world_key(cfg)[:12]}"
 
 
 # ------------------------------------------------------------------------------------------------ planning
@@ -737,6 +708,15 @@ def build_world(cfg: Config, progress: bool = True) -> World:
     return World(root)
 
 
+def open_world(cfg: Config, progress: bool = False) -> World:
+    """The config's world: opened if built (a cache that does not match the config is an error), else built."""
+    if (world_dir(cfg) / "manifest.json").is_file():
+        return World.open(cfg)
+    if progress:
+        print(f"fedpse: building the world at {world_dir(cfg)} (first run only)", file=sys.stderr)
+    return build_world(cfg, progress=progress)
+
+
 def _write_skipped(path: Path, rows: list[tuple[str, str]]) -> None:
     """``skipped_files.csv`` (path,reason), and one line on stderr saying how many and where."""
     with open(path, "w", newline="") as fh:
@@ -752,90 +732,3 @@ def _write_skipped(path: Path, rows: list[tuple[str, str]]) -> None:
 
 def _strip(result: dict) -> dict:
     return {k: v for k, v in result.items() if k not in ("kind", "audio_seconds", "skipped")}
-
-
-# ------------------------------------------------------------------------------------------------ reading
-class World:
-    """Read access to a built world. Devices get only noisy audio; clean references go to the evaluator."""
-
-    def __init__(self, root: str | Path):
-        self.root = Path(root)
-        path = self.root / "manifest.json"
-        if not path.is_file():
-            raise WorldError(f"{self.root}: no manifest.json; build the world with `fedpse world build`")
-        try:
-            self.manifest = json.loads(path.read_text())
-        except json.JSONDecodeError as err:
-            raise WorldError(f"{path}: corrupt manifest ({err}); delete the folder and rebuild") from None
-        if not self.manifest.get("complete"):
-            raise WorldError(
-                f"{path}: the world build did not finish; run `fedpse world build` again to resume"
-            )
-        self._users = {u["user_id"]: u for u in self.manifest["users"]}
-
-    @classmethod
-    def open(cls, cfg: Config) -> World:
-        """The world ``cfg`` describes; errors if it is not built or the cache was built from other settings."""
-        root = world_dir(cfg)
-        world = cls(root)
-        if world.manifest.get("key") != world_key(cfg):
-            raise WorldError(
-                f"{root}: the cached world does not match this config (seed/world settings differ)"
-            )
-        return world
-
-    @property
-    def seed(self) -> int:
-        return int(self.manifest["seed"])
-
-    def user_ids(self) -> list[str]:
-        return list(self._users)
-
-    def user(self, user_id: str) -> dict:
-        if user_id not in self._users:
-            raise WorldError(
-                f"user {user_id!r} is not in the world at {self.root} ({len(self._users)} users)"
-            )
-        return self._users[user_id]
-
-    def segments(self, user_id: str, part: str) -> list[dict]:
-        return [s for s in self.user(user_id)["segments"] if s["part"] == part]
-
-    def load(self, user_id: str, name: str, kind: str = "noisy") -> np.ndarray:
-        if kind not in ("noisy", "clean"):
-            raise ValueError(f"kind: expected 'noisy' or 'clean', got {kind!r}")
-        return load_audio(self.root / "users" / user_id / f"{name}.{kind}.flac")
-
-    def adaptation_chunks(self, user_id: str, kind: str = "noisy") -> list[np.ndarray]:
-        return [self.load(user_id, s["name"], kind) for s in self.segments(user_id, "adapt")]
-
-    def test_set(self, user_id: str) -> list[tuple[np.ndarray, np.ndarray]]:
-        """(noisy, clean) held-out test mixtures — for scoring only."""
-        return [
-            (self.load(user_id, s["name"], "noisy"), self.load(user_id, s["name"], "clean"))
-            for s in self.segments(user_id, "test")
-        ]
-
-    def pretrain_speech_files(self, split: str) -> dict[str, list[Path]]:
-        """Pretraining utterance files per speaker, ``split`` = "train" | "val" (validation speakers are disjoint)."""
-        return {
-            e["speaker"]: [self.root / i["path"] for i in e["items"]]
-            for e in self.manifest["pretrain_speech"]
-            if e["split"] == split
-        }
-
-    def pretrain_noise_files(self, split: str) -> list[Path]:
-        return [self.root / e["path"] for e in self.manifest["pretrain_noise"] if e["split"] == split]
-
-    def verify(self) -> list[str]:
-        """Recompute every user audio hash; returns the names of files whose content differs from the manifest."""
-        bad = []
-        for uid, user in self._users.items():
-            for s in user["segments"]:
-                for kind in ("noisy", "clean"):
-                    if pcm_sha256(self.load(uid, s["name"], kind)) != s[f"{kind}_sha256"]:
-                        bad.append(f"{uid}/{s['name']}.{kind}.flac")
-        return bad
-
-    def remove(self) -> None:
-        shutil.rmtree(self.root)

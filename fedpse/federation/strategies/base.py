@@ -6,6 +6,12 @@ messages it wants delivered to one user's device (``Send``) and receives each re
 all users selected in a round concurrently over Flower's ``Grid``: it pushes each conversation's next message as
 soon as the previous reply arrives, so server work for one user overlaps with other devices' training. Every
 message is charged to the ledger, from the message itself, by ``drive`` alone.
+
+Everything else a mode may do is a hook declared here as a documented no-op, overridden where a mode needs it:
+``check`` (settings it cannot run with), ``restore`` (its in-memory state on resume) and ``finish`` (work after the
+last round, through a ``FinishContext``). Class attributes say how reports draw it (``color``, ``order``,
+``reference``) and whether ``fedavg_generic`` may run it for its rounds (``inner_capable``). Defining the subclass
+registers it: its ``name`` becomes a value of ``federation.mode``.
 """
 
 from __future__ import annotations
@@ -19,16 +25,21 @@ from functools import cached_property
 from typing import ClassVar
 
 import numpy as np
+import torch
 from flwr.app import ConfigRecord, Message, RecordDict
 from flwr.serverapp import Grid
 from torch import nn
 
+from fedpse.config import Config
 from fedpse.distill.cache import ResultCache, model_key
+from fedpse.federation.evaluator import Evaluator
 from fedpse.federation.interrupts import Interrupted, ServerError, check_stop, is_interruption
 from fedpse.federation.ledger import Ledger
 from fedpse.federation.payloads import PayloadError, describe_payload
 from fedpse.federation.plan import RunPlan
+from fedpse.models.accelerator import model_device, role_device
 from fedpse.models.macs import forward_macs
+from fedpse.results.modes import ModeStyle, register_mode
 
 
 @dataclasses.dataclass
@@ -69,14 +80,18 @@ Conversation = Generator[Send, Message, Outcome]
 
 
 class ServerSide:
-    """What the server holds for a run: the plan and (loaded on first use) the teacher."""
+    """What the server holds for a run: the plan and (loaded on first use) the teacher, on ``device.server``."""
 
     def __init__(self, plan: RunPlan):
         self.plan = plan
 
     @cached_property
+    def device(self) -> torch.device:
+        return role_device(self.plan.cfg, "server")
+
+    @cached_property
     def teacher(self) -> nn.Module:
-        return self.plan.teacher()
+        return self.plan.teacher().to(self.device)
 
     @cached_property
     def teacher_key(self) -> str:
@@ -88,8 +103,13 @@ class ServerSide:
 
     def teacher_outputs(self, chunks: list[np.ndarray], user: str | None = None) -> list[np.ndarray]:
         """The teacher's pseudo-targets for ``user``'s ``chunks`` (reused from the result cache when computed before;
-        the caller charges the teacher's MACs either way). NaN or inf outputs raise ``NonFiniteOutputError``."""
-        return self.cache.targets(self.teacher, self.teacher_key, chunks, user=user)
+        the caller charges the teacher's MACs either way). NaN or inf outputs raise ``NonFiniteOutputError``.
+
+        On a GPU the user's chunks go through the teacher ``device.teacher_batch`` at a time (fixed-shape passes:
+        a chunk's output does not depend on its companions, see ``pseudo_targets_batched``)."""
+        on_gpu = model_device(self.teacher).type == "cuda"  # not an ONNX teacher, which runs on the CPU
+        batch = self.plan.cfg.device.teacher_batch if on_gpu else 1
+        return self.cache.targets(self.teacher, self.teacher_key, chunks, user=user, batch=batch)
 
     def teacher_macs(self, audio_seconds: float) -> float:
         """MACs of running the teacher on ``audio_seconds`` of audio (NaN when they cannot be counted, e.g. an ONNX
@@ -100,19 +120,38 @@ class ServerSide:
             return float("nan")
 
 
+@dataclasses.dataclass(frozen=True)
+class FinishContext:
+    """What a mode's ``finish`` may use after the last round, and nothing else of the run."""
+
+    # user -> distinct adaptation audio (s) its student trained on, for each user whose student adapted
+    adapted_seconds: dict[str, float]
+    # talk to devices: run ``conversation(job)`` for each job (charged to the ledger like a round's messages)
+    converse: Callable[[list[UserRound], Callable[[UserRound], Conversation]], dict[str, Outcome]]
+    evaluator: Evaluator  # scores a model on a user's held-out test set
+    write_table: Callable[[str, list[dict]], None]  # a table of the run directory (``results.store.TABLES``)
+
+
 STRATEGIES: dict[str, type[DeliveryStrategy]] = {}
 
 
 class DeliveryStrategy(abc.ABC):
-    """Base of the delivery modes: one subclass per mode, registered under its ``name``."""
+    """Base of the delivery modes: one subclass per mode, registered under its ``name`` when it is defined."""
 
     name: ClassVar[str] = ""
     adapts: ClassVar[bool] = True  # False: the device keeps the generic student (no messages at all)
+    inner_capable: ClassVar[bool] = False  # fedavg_generic may run its rounds with it (fedavg.inner_mode)
+    # How reports draw the mode: a matplotlib colour (None: a spare one), its place among the modes compared
+    # (baseline first, upper bounds last) and whether it is a reference (an upper bound, not deployable).
+    color: ClassVar[str | None] = None
+    order: ClassVar[int] = 1000
+    reference: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
         if cls.name:
             STRATEGIES[cls.name] = cls
+            register_mode(cls.name, ModeStyle(cls.color, cls.order, cls.reference))
 
     def __init__(self, server: ServerSide):
         self.server = server
@@ -122,6 +161,24 @@ class DeliveryStrategy(abc.ABC):
     @abc.abstractmethod
     def conversation(self, job: UserRound) -> Conversation:
         """The messages this mode exchanges with one user's device in one round (a generator of ``Send``)."""
+
+    # ------------------------------------------------------------------------------------------ optional hooks
+    @classmethod
+    def check(cls, cfg: Config) -> None:
+        """Settings this mode cannot run with, found before any work: raise ``ConfigError`` naming the key.
+        Default: none."""
+        return None
+
+    def restore(self, ledger_rows: list[dict]) -> None:
+        """A resumed run: rebuild the mode's in-memory state from the ledger rows of committed work (e.g. which
+        devices already hold the teacher). Default: the mode keeps none."""
+        return None
+
+    def finish(self, ctx: FinishContext) -> dict:
+        """After the last round, before ``users.csv`` and ``summary.json``: work on what the rounds produced (e.g.
+        aggregate the students); returns entries for ``summary.json``. A resumed run calls it again (the ledger rows
+        of an unfinished ``finish``, rounds > num_rounds, were dropped on resume). Default: nothing."""
+        return {}
 
     def request_upload(self, job: UserRound) -> Generator[Send, Message, Message | None]:
         """Ask the device for this round's new noisy chunks (encoded with ``federation.upload_codec``)."""

@@ -23,6 +23,7 @@ from fedpse.federation.strategies.base import (
     Send,
     UserRound,
 )
+from fedpse.models.accelerator import role_device
 from fedpse.models.checkpoints import load_checkpoint, save_checkpoint
 
 
@@ -57,9 +58,10 @@ class ServerCopy:
     def fine_tune(
         self, noisy: list[np.ndarray], targets: list[np.ndarray], round_number: int
     ) -> tuple[nn.Module, AdaptResult]:
-        """Fine-tune the server's copy of the user's student (generic at first) and keep it."""
+        """Fine-tune the server's copy of the user's student (generic at first, on ``device.server``) and keep it."""
         path = self.student_path
         student = load_checkpoint(path)[0] if path.is_file() else generic_student(self.plan)
+        student = student.to(role_device(self.plan.cfg, "server"))
         result = adapt(
             student,
             noisy,
@@ -78,6 +80,8 @@ def install_outcome(job: UserRound, result: AdaptResult, adapt_audio_seconds: fl
 
 class CloudStudent(DeliveryStrategy):
     name = "cloud_student"
+    inner_capable = True
+    color, order = "#ff7f0e", 4
 
     def conversation(self, job: UserRound) -> Conversation:
         upload = yield from self.request_upload(job)

@@ -23,21 +23,20 @@ import numpy as np
 import torch
 from flwr.app import DEFAULT_TTL, Array, ArrayRecord, Message, MessageType, Metadata, MetricRecord, RecordDict
 
-from fedpse.config import ConfigError
+from fedpse.config import Config, ConfigError
 from fedpse.federation.device import generic_student
 from fedpse.federation.payloads import decode_weights
 from fedpse.federation.strategies.base import (
     STRATEGIES,
     Conversation,
     DeliveryStrategy,
+    FinishContext,
     Outcome,
     Send,
     UserRound,
-    drive,
 )
 from fedpse.models.checkpoints import save_checkpoint
 
-INNER_MODES = ("pseudo_targets", "teacher_weights", "cloud_student")
 WEIGHT_KEY = "num-examples"
 
 
@@ -124,16 +123,33 @@ class DeltaAggregator:
         return out
 
 
+def inner_modes() -> list[str]:
+    """The modes ``fedavg_generic`` can run its rounds with (registered strategies that are ``inner_capable``)."""
+    return [name for name, cls in STRATEGIES.items() if cls.inner_capable]
+
+
 class FedAvgGeneric(DeliveryStrategy):
     name = "fedavg_generic"
+    color, order = "#9467bd", 1
+
+    @classmethod
+    def check(cls, cfg: Config) -> None:
+        fed = cfg.federation
+        if fed.num_users in (0, cfg.world.num_users):
+            raise ConfigError(
+                "federation.mode='fedavg_generic' scores the federated generic student on users who never took "
+                f"part: set federation.num_users below world.num_users={cfg.world.num_users} "
+                f"(got {fed.num_users or 'all'})"
+            )
+        if fed.fedavg.inner_mode not in inner_modes():
+            raise ConfigError(
+                f"federation.fedavg.inner_mode={fed.fedavg.inner_mode!r}: expected one of {inner_modes()}"
+            )
+        STRATEGIES[fed.fedavg.inner_mode].check(cfg)
 
     def __init__(self, server):
         super().__init__(server)
         options = self.fed.fedavg
-        if options.inner_mode not in INNER_MODES:
-            raise ConfigError(
-                f"federation.fedavg.inner_mode={options.inner_mode!r}: expected one of {list(INNER_MODES)}"
-            )
         self.inner = STRATEGIES[options.inner_mode](server)
         self.aggregator = DeltaAggregator(options.aggregator, options.server_lr, options.aggregation_group)
 
@@ -142,9 +158,7 @@ class FedAvgGeneric(DeliveryStrategy):
 
     def restore(self, ledger_rows: list[dict]) -> None:
         """A resumed run: the inner mode's in-memory state (e.g. which devices already hold the teacher)."""
-        restore = getattr(self.inner, "restore", None)
-        if restore is not None:
-            restore(ledger_rows)
+        self.inner.restore(ledger_rows)
 
     # ------------------------------------------------------------------------------------------ after the rounds
     def share_conversation(self, job: UserRound, weight: float) -> Conversation:
@@ -187,29 +201,13 @@ class FedAvgGeneric(DeliveryStrategy):
         }
         save_checkpoint(path, model, card=card, dtype="fp32")
 
-    def finish(self, run) -> dict:
-        """After the last round (``run`` is the server's ``Federation``): collect the deltas of every device whose
-        student adapted, aggregate them, save the federated student and score it on held-out users."""
-        weights = {
-            user: state.used_seconds
-            for user, state in run.users.items()
-            if state.rounds_completed and state.used_seconds > 0
-        }
-        share_round = run.fed.num_rounds + 1  # the ledger's rows of the aggregation step
+    def finish(self, ctx: FinishContext) -> dict:
+        """After the last round: collect the deltas of every device whose student adapted (weighted by the audio
+        it adapted on), aggregate them, save the federated student and score it on held-out users."""
+        weights = ctx.adapted_seconds
+        share_round = self.fed.num_rounds + 1  # the ledger's rows of the aggregation step
         jobs = [UserRound(user, share_round, [], []) for user in weights]
-
-        class Sharing:  # drive() asks a strategy for each user's conversation
-            conversation = staticmethod(lambda job: self.share_conversation(job, weights[job.user]))
-
-        outcomes = drive(
-            run.grid,
-            Sharing(),
-            jobs,
-            run.node_of,
-            run.ledger,
-            run.fed.reply_timeout_s,
-            max_in_flight=run.fed.max_in_flight,
-        )
+        outcomes = ctx.converse(jobs, lambda job: self.share_conversation(job, weights[job.user]))
         failed = sorted(u for u, o in outcomes.items() if not o.ok)
         if not self.aggregator.count:
             return {"cold_start": {"error": "no device shared a delta", "share_failed": failed}}
@@ -217,8 +215,8 @@ class FedAvgGeneric(DeliveryStrategy):
         self.save(model)
         rows = []
         for user in self.holdout_users():
-            base = run.evaluator.baseline(user)
-            fed = run.evaluator.score(model, user, "federated")
+            base = ctx.evaluator.baseline(user)
+            fed = ctx.evaluator.score(model, user, "federated")
             rows.append(
                 {
                     "user": user,
@@ -229,7 +227,7 @@ class FedAvgGeneric(DeliveryStrategy):
                     "gain_db": fed["si_sdr_federated"] - base["si_sdr_generic"],
                 }
             )
-        run.store.write_table("cold_start", rows)
+        ctx.write_table("cold_start", rows)
         gains = [r["gain_db"] for r in rows]
 
         def mean(key: str) -> float | None:

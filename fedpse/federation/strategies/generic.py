@@ -8,6 +8,7 @@ from fedpse.federation.strategies.base import Conversation, DeliveryStrategy, Ou
 class Generic(DeliveryStrategy):
     name = "generic"
     adapts = False
+    color, order = "#7f7f7f", 0  # the baseline: first in a comparison
 
     def conversation(self, job: UserRound) -> Conversation:
         yield from ()  # no messages: the device already holds the generic student

@@ -16,6 +16,7 @@ from fedpse.federation.strategies.cloud_student import ServerCopy, install_outco
 
 class OracleClean(DeliveryStrategy):
     name = "oracle_clean"
+    color, order, reference = "#d62728", 5, True  # an upper bound: last, and kept off the Pareto front
 
     def conversation(self, job: UserRound) -> Conversation:
         started = time.perf_counter()

@@ -21,6 +21,8 @@ from fedpse.federation.strategies.base import (
 
 class PseudoTargets(DeliveryStrategy):
     name = "pseudo_targets"
+    inner_capable = True
+    color, order = "#1f77b4", 2
 
     def conversation(self, job: UserRound) -> Conversation:
         upload = yield from self.request_upload(job)

@@ -7,6 +7,7 @@ import json
 
 from flwr.app import RecordDict
 
+from fedpse.config import Config, ConfigError
 from fedpse.federation.payloads import encode_weights
 from fedpse.federation.strategies.base import (
     Conversation,
@@ -21,6 +22,16 @@ from fedpse.models.registry import model_spec
 
 class TeacherWeights(DeliveryStrategy):
     name = "teacher_weights"
+    inner_capable = True
+    color, order = "#2ca02c", 3
+
+    @classmethod
+    def check(cls, cfg: Config) -> None:
+        if cfg.teacher.arch == "onnx":
+            raise ConfigError(
+                "federation.mode='teacher_weights' ships the teacher's weights to devices; "
+                "an ONNX teacher (teacher.arch='onnx') has none: use a gru/convtasnet teacher or another mode"
+            )
 
     def __init__(self, server):
         super().__init__(server)

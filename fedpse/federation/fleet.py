@@ -1,4 +1,4 @@
-"""Devices of a run: how fast each user's device computes and transfers, when it may take part, and which faults
+"""The fleet of a run's devices: how fast each user's device computes and transfers, when it may take part, and which faults
 strike its rounds, on a simulated clock.
 
 Everything is drawn from seeded RNGs keyed by (seed, user id[, day | round]), so a user's device is the same in every

@@ -1,0 +1,131 @@
+"""paper_table's worker processes: each loads the students and teachers once, then adapts and scores one user at one
+SNR per job (``user_job``: every requested student × teacher; ``sweep_job``: one student's gain vs steps)."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import multiprocessing as mp
+import zlib
+
+from paper_table_setup import TEACHERS, student_overrides, world_overrides
+
+_STATE: dict = {}
+
+
+def _init(base: list[str], students: list[int], teachers: list[str], world_users: int) -> None:
+    import torch
+
+    from fedpse.config import load_config
+    from fedpse.distill.cache import ResultCache, model_key
+    from fedpse.models.zoo import load_student, load_teacher
+
+    torch.set_num_threads(1)
+    cfg = load_config(overrides=base)
+    _STATE.update(
+        cfg=cfg, base=base, world_users=world_users, worlds={}, cache=ResultCache(cfg.federation.cache_dir)
+    )
+    _STATE["students"] = {
+        h: load_student(load_config(overrides=base + student_overrides(h)))[0] for h in students
+    }
+    _STATE["teachers"] = {t: load_teacher(load_config(overrides=base + TEACHERS[t]))[0] for t in teachers}
+    _STATE["keys"] = {
+        **{("student", h): model_key(m) for h, m in _STATE["students"].items()},
+        **{("teacher", t): model_key(m) for t, m in _STATE["teachers"].items()},
+    }
+
+
+def _world(snr_db: float):
+    from fedpse.config import load_config
+    from fedpse.world.reader import World
+
+    if snr_db not in _STATE["worlds"]:
+        cfg = load_config(overrides=_STATE["base"] + world_overrides(snr_db, _STATE["world_users"]))
+        _STATE["worlds"][snr_db] = World.open(cfg)
+    return _STATE["worlds"][snr_db]
+
+
+def _cached_score(world, uid: str, role: str, name, test_set) -> float:
+    """SI-SDR of a generic student or a teacher on ``uid``'s test set, via the result cache."""
+    from fedpse.distill.adapt import score
+
+    model = _STATE["students" if role == "student" else "teachers"][name]
+    key = f"paper_table:{world.manifest['key']}:{uid}:{_STATE['keys'][(role, name)]}"
+    return _STATE["cache"].scores(key, lambda: score({"m": model}, test_set))["m"]
+
+
+def user_job(job: tuple[float, str, list[tuple[int, str]], int | None]) -> list[dict]:
+    """Every (student, teacher) pair of ``todo`` for one user at one SNR: one row each."""
+    from fedpse.distill.adapt import adapt, score
+    from fedpse.distill.cache import model_key
+    from fedpse.distill.scores import score_row, user_seed
+
+    snr_db, uid, todo, chunks = job
+    cfg, cache, world = _STATE["cfg"], _STATE["cache"], _world(snr_db)
+    noisy = world.adaptation_chunks(uid, "noisy")[:chunks]
+    test_set = world.test_set(uid)
+    noisy_db = score({}, test_set)["noisy"]
+    seed = user_seed(cfg.seed, uid)  # as `fedpse adapt`: one seed per user
+    rows = []
+    for teacher in dict.fromkeys(t for _, t in todo):
+        model = _STATE["teachers"][teacher]
+        targets = cache.targets(model, model_key(model), noisy)
+        teacher_db = _cached_score(world, uid, "teacher", teacher, test_set)
+        for student, _ in [p for p in todo if p[1] == teacher]:
+            generic_db = _cached_score(world, uid, "student", student, test_set)
+            personalized = copy.deepcopy(_STATE["students"][student])
+            result = adapt(personalized, noisy, targets, cfg.adapt, seed=seed)
+            personalized_db = score({"p": personalized}, test_set)["p"]
+            costs = result.costs(noisy)
+            del costs["best_agreement_db"]  # rows.jsonl has kept the columns it was started with
+            rows.append(
+                {
+                    "snr_db": snr_db,
+                    "user": uid,
+                    "student": student,
+                    "teacher": teacher,
+                    **score_row(noisy_db, generic_db, personalized_db, teacher_db),
+                    **costs,
+                }
+            )
+    return rows
+
+
+def sweep_job(job: tuple[float, str, int, str, list[int], int | None]) -> dict:
+    """Adapt without early stopping; score the test set at each step count in ``points``."""
+    from fedpse.distill.adapt import adapt, score
+    from fedpse.distill.cache import model_key
+
+    snr_db, uid, student, teacher, points, chunks = job
+    cfg, world = _STATE["cfg"], _world(snr_db)
+    noisy = world.adaptation_chunks(uid, "noisy")[:chunks]
+    model = _STATE["teachers"][teacher]
+    targets = _STATE["cache"].targets(model, model_key(model), noisy)
+    test_set = world.test_set(uid)
+    base = _cached_score(world, uid, "student", student, test_set)
+    curve: dict[int, float] = {}
+
+    def on_step(step, m):
+        if step in points:
+            curve[step] = score({"p": m}, test_set)["p"] - base
+            m.train()
+
+    acfg = dataclasses.replace(cfg.adapt, steps=max(points), patience=0)
+    adapt(
+        copy.deepcopy(_STATE["students"][student]),
+        noisy,
+        targets,
+        acfg,
+        seed=zlib.crc32(uid.encode()),
+        on_step=on_step,
+    )
+    return {"user": uid, "generic": base, "gain_by_steps": curve}
+
+
+def pool_imap(fn, jobs: list, initargs: tuple, workers: int):
+    if workers <= 1:
+        _init(*initargs)
+        yield from map(fn, jobs)
+        return
+    with mp.get_context("spawn").Pool(workers, initializer=_init, initargs=initargs) as pool:
+        yield from pool.imap_unordered(fn, jobs, chunksize=1)

@@ -1,0 +1,99 @@
+"""paper_table's students, teachers and fixed-SNR worlds: the presets, their labels and the checks of a request.
+
+``mask_ceiling.py`` measures the same teachers on the same worlds, so it reads these too.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from studylib import StudyError
+
+STUDENT_SIZES = (32, 64, 128, 256)
+TEACHERS = {
+    "gru": ["teacher.arch=gru", "teacher.checkpoint=builtin:teacher-gru"],
+    "gru-log": [
+        "teacher.arch=gru",
+        "teacher.hidden=256",
+        "teacher.magnitude=log1p",
+        "teacher.checkpoint=builtin:teacher-gru-log",
+    ],
+    "convtasnet": ["teacher.arch=convtasnet", "teacher.checkpoint=builtin:teacher-convtasnet"],
+}
+TEACHER_LABELS = {"gru": "GRU T", "gru-log": "GRU-log T", "convtasnet": "CTN T"}
+
+
+def student_overrides(hidden: int) -> list[str]:
+    return ["student.layers=2", f"student.hidden={hidden}", f"student.checkpoint=builtin:student-2x{hidden}"]
+
+
+def world_overrides(snr_db: float, world_users: int) -> list[str]:
+    """The default world with every mixture at exactly ``snr_db`` (same seed, voices and places)."""
+    return [
+        f"world.num_users={world_users}",
+        f"world.snr_db=[{snr_db:g}, {snr_db:g}]",
+        "world.snr_spread_db=0",
+    ]
+
+
+def check_students(sizes: list[int], builtin_dir: Path | None = None) -> list[int]:
+    """The requested 2×H students, each a known size with a shipped checkpoint; else a one-line StudyError."""
+    from fedpse.models.zoo import BUILTIN_DIR
+
+    builtin_dir = builtin_dir or BUILTIN_DIR
+    if not sizes:
+        raise StudyError("--students: give at least one of " + ", ".join(map(str, STUDENT_SIZES)))
+    unknown = [h for h in sizes if h not in STUDENT_SIZES]
+    if unknown:
+        raise StudyError(
+            f"--students: unknown student size {unknown[0]} (2×{unknown[0]}); expected some of "
+            + ", ".join(map(str, STUDENT_SIZES))
+        )
+    for h in sizes:
+        path = builtin_dir / f"student-2x{h}.pt"
+        if not path.is_file():
+            have = sorted(int(p.stem.split("x")[-1]) for p in builtin_dir.glob("student-2x*.pt"))
+            raise StudyError(
+                f"student 2×{h}: checkpoint builtin:student-2x{h} is missing ({path} not found); copy it there or "
+                f"run with --students {' '.join(map(str, have))}"
+            )
+    return list(dict.fromkeys(sizes))
+
+
+def check_teachers(names: list[str], builtin_dir: Path | None = None) -> list[str]:
+    """The requested teachers, each a known preset whose shipped checkpoint exists; else a one-line StudyError."""
+    from fedpse.models.zoo import BUILTIN_DIR
+
+    builtin_dir = builtin_dir or BUILTIN_DIR
+    unknown = [t for t in names if t not in TEACHERS]
+    if unknown or not names:
+        raise StudyError(
+            f"--teachers: unknown teacher {unknown[0] if unknown else '(none)'!r}; expected some of {', '.join(TEACHERS)}"
+        )
+    for t in names:
+        path = _teacher_file(t, builtin_dir)
+        if not path.is_file():
+            have = [n for n in TEACHERS if n != t and _teacher_file(n, builtin_dir).is_file()]
+            raise StudyError(
+                f"teacher {t}: checkpoint builtin:{path.stem} is missing ({path} not found); "
+                f"run with --teachers {' '.join(have)}"
+            )
+    return list(dict.fromkeys(names))
+
+
+def _teacher_file(name: str, builtin_dir: Path) -> Path:
+    ref = next(o.split("=", 1)[1] for o in TEACHERS[name] if o.startswith("teacher.checkpoint="))
+    return builtin_dir / f"{ref.removeprefix('builtin:')}.pt"
+
+
+def chunk_count(adapt_minutes: float | None, chunk_seconds: float, available: int) -> int:
+    """How many of a user's adaptation chunks ``adapt_minutes`` of audio is (all of them for ``None``)."""
+    if adapt_minutes is None:
+        return available
+    n = round(adapt_minutes * 60 / chunk_seconds)
+    if n < 1 or n > available:
+        raise StudyError(
+            f"--adapt-minutes {adapt_minutes:g}: expected 1 to {available} chunks of {chunk_seconds:g} s "
+            f"(at most {available * chunk_seconds / 60:g} min)"
+        )
+    return n
