@@ -26,7 +26,7 @@ RESULTS.md holds every result with its command and wall time next to it; README.
   in that folder's ``tradeoff.md``);
 - ``scale``: ``scale.md`` as written by ``simulations/scale.py``.
 
-``tests/test_simulations.py`` runs the check over every file of ``TARGETS``, so a table that differs from the
+``tests/simulations/test_simulations.py`` runs the check over every file of ``TARGETS``, so a table that differs from the
 committed result files fails the test suite: re-run the study (its command is next to each block), then this
 script, and commit both.
 """

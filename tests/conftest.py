@@ -1,4 +1,6 @@
-"""Shared fixtures: tiny worlds built once per session into a temporary cache."""
+"""Shared fixtures: tiny worlds built once per session into a temporary cache; and the guard that keeps the
+``ray`` marker true: a test (or a fixture it uses) that starts Ray in this process without ``@pytest.mark.ray``
+fails, so ``pytest -m "not ray"`` stays the fast part of the suite."""
 
 from __future__ import annotations
 
@@ -41,3 +43,27 @@ def tiny_world(tmp_path_factory):
     cache = tmp_path_factory.mktemp("worlds")
     cfg = tiny_config(cache, "world.noise.families=[babble, hum, clatter]")
     return cfg, build_world(cfg, progress=False)
+
+
+_RAY_ALLOWED = {"now": False}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    """Before the item's fixtures (module-scoped ones included) are set up: may it start Ray?"""
+    _RAY_ALLOWED["now"] = item.get_closest_marker("ray") is not None
+
+
+def pytest_configure(config):
+    try:
+        import ray
+    except ImportError:
+        return
+    original = ray.init
+
+    def guarded_init(*args, **kwargs):
+        if not _RAY_ALLOWED["now"]:
+            raise RuntimeError("this test starts Ray: mark it (or its module) with @pytest.mark.ray")
+        return original(*args, **kwargs)
+
+    ray.init = guarded_init

@@ -178,3 +178,46 @@ def test_the_checks_see_a_loop_and_an_arrow_up():
     graph = {"fedpse.config": {"fedpse.world.noise"}, "fedpse.world.noise": {"fedpse.config"}}
     assert cycles(graph) == [["fedpse.config", "fedpse.world.noise", "fedpse.config"]]
     assert upward_imports(graph) == ["fedpse.config (layer 0) imports fedpse.world.noise (layer 1)"]
+
+
+# ---------------------------------------------------------------------------------------------- the documented map
+ARCHITECTURE = PACKAGE_ROOT.parent / "docs" / "architecture.md"
+
+
+def documented_paths() -> set[str]:
+    """Paths named in the tree of docs/architecture.md ("Where things live"), relative to the repository."""
+    block = ARCHITECTURE.read_text().split("## Where things live", 1)[1].split("```")[1]
+    stack: list[tuple[int, str]] = []
+    paths = set()
+    for line in block.splitlines()[1:]:
+        if not line.strip():
+            continue
+        indent = len(line) - len(line.lstrip())
+        names = [n.strip() for n in line.strip().split("  ")[0].split(",")]
+        if not all(n.endswith((".py", "/", ".yaml")) and " " not in n for n in names):
+            continue  # a description continued on its own line
+        while stack and stack[-1][0] >= indent:
+            stack.pop()
+        prefix = "/".join(d for _, d in stack)
+        paths |= {f"{prefix}/{n}".strip("/").rstrip("/") for n in names}
+        if len(names) == 1 and names[0].endswith("/"):
+            stack.append((indent, names[0].rstrip("/")))
+    return paths
+
+
+def test_the_architecture_page_lists_every_module_and_only_modules_that_exist():
+    documented = documented_paths()
+    repo = PACKAGE_ROOT.parent
+    missing_files = sorted(p for p in documented if not (repo / p).exists())
+    assert not missing_files, f"docs/architecture.md names what does not exist: {missing_files}"
+    # a folder listed without children ("one file per family") covers its modules
+    folders = {
+        p for p in documented if (repo / p).is_dir() and not any(q.startswith(p + "/") for q in documented)
+    }
+    modules = {
+        path.relative_to(repo).as_posix() for path in PACKAGE_ROOT.rglob("*.py") if path.name != "__init__.py"
+    }
+    unlisted = sorted(
+        m for m in modules if m not in documented and not any(m.startswith(f + "/") for f in folders)
+    )
+    assert not unlisted, f"modules missing from docs/architecture.md's tree: {unlisted}"

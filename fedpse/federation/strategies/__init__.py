@@ -8,7 +8,7 @@ defining ``class MyMode(DeliveryStrategy): name = "my_mode"``) and list that mod
       plugins: [my_pkg.my_mode]   # imported before the run is checked (fedpse simulate, --resume, flwr run)
       mode: my_mode
 
-``tests/test_new_mode.py`` holds a whole example (an identity teacher: the device's chunks come back as targets).
+``tests/federation/test_new_mode.py`` holds a whole example (an identity teacher: the device's chunks come back as targets).
 
 Defining the class registers the mode: ``federation.mode`` accepts it, its ``check`` runs with the other checks and
 reports draw it with its ``color`` / ``order``. Modes run on the server only; devices answer the message types

@@ -17,10 +17,13 @@ import pytest
 from fedpse.config import load_config
 from fedpse.federation.prepare import RayClusterError
 from fedpse.federation.runner import simulate
-from tests.test_federation_parts import tiny_run_config
+from tests.federation.test_federation_parts import tiny_run_config
 
 RAY = shutil.which("ray")
-pytestmark = pytest.mark.skipif(RAY is None, reason="the `ray` command is not installed")
+pytestmark = [
+    pytest.mark.ray,  # runs a real two-node Ray cluster
+    pytest.mark.skipif(RAY is None, reason="the `ray` command is not installed"),
+]
 
 
 def _free_port() -> int:

@@ -20,7 +20,9 @@ from fedpse.federation.plan import RunPlan, select_users
 from fedpse.federation.runner import simulate_many
 from fedpse.models.checkpoints import load_checkpoint
 from fedpse.results.store import RunStore
-from tests.test_federation_parts import tiny_run_config
+from tests.federation.test_federation_parts import tiny_run_config
+
+pytestmark = pytest.mark.ray  # every test here runs a real Flower + Ray simulation
 
 FAST = [
     "federation.num_rounds=2",

@@ -79,7 +79,7 @@ def test_rendering_is_identical_in_a_fresh_process():
         "print(hashlib.sha1(get_synthesizer().render(v, sys.argv[2]).tobytes()).hexdigest())"
     )
     command = [sys.executable, "-c", code, json.dumps(LIVELY.to_dict()), TEXT]
-    out = subprocess.run(command, capture_output=True, text=True, check=True, cwd=Path(__file__).parents[1])
+    out = subprocess.run(command, capture_output=True, text=True, check=True, cwd=Path(__file__).parents[2])
     assert out.stdout.strip() == _digest(get_synthesizer().render(LIVELY, TEXT))
 
 

@@ -23,8 +23,7 @@ from fedpse.models.accelerator import (
 )
 from fedpse.models.checkpoints import load_checkpoint, read_checkpoint, save_checkpoint
 from fedpse.models.registry import build_model
-
-from .conftest import TINY_WORLD
+from tests.conftest import TINY_WORLD
 
 CUDA = torch.cuda.is_available()
 needs_cuda = pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU (torch.cuda.is_available() is False)")

@@ -16,9 +16,8 @@ import soundfile as sf
 from fedpse.audio.io import SAMPLE_RATE, AudioError
 from fedpse.world.cache import build_world
 from fedpse.world.reader import world_key
-
-from .conftest import TINY_WORLD, tiny_config
-from .test_world_corpora import _voice_like, make_noise_folder
+from tests.conftest import TINY_WORLD, tiny_config
+from tests.world.test_world_corpora import _voice_like, make_noise_folder
 
 CORPUS_WORLD = [
     "world.num_users=2",

@@ -14,7 +14,7 @@ import pytest
 
 from fedpse.world.noise import FAMILIES, NOMINAL_RMS, Environment, render, sample_environment
 from tests.conftest import tiny_config
-from tests.test_noise import BANK
+from tests.world.test_noise import BANK
 
 # Measured with the single-module fedpse/world/noise.py before it became a package: per family, the recipe of the
 # place drawn from default_rng(2024) (sha256 of its JSON, exact) and samples 0, 4000, 16000, 31999 of its 2 s from

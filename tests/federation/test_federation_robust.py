@@ -35,7 +35,7 @@ from fedpse.models.checkpoints import load_checkpoint, save_checkpoint
 from fedpse.models.gru import GRUMaskNet
 from fedpse.results.lock import read_note
 from fedpse.results.store import TABLES, TIMING_COLUMNS, RunStore
-from tests.test_federation_parts import tiny_run_config
+from tests.federation.test_federation_parts import tiny_run_config
 
 USERS = ["u0000", "u0001", "u0002"]
 
@@ -297,6 +297,7 @@ def sims(tiny_world, tmp_path_factory):
     }
 
 
+@pytest.mark.ray
 def test_with_injected_crashes_dropouts_and_stragglers_every_user_is_accounted_for(sims):
     _, runs = sims
     cfg, run_dir, summary = runs["one"]
@@ -336,6 +337,7 @@ def test_with_injected_crashes_dropouts_and_stragglers_every_user_is_accounted_f
     assert summary["attempts"] == {"failed": 2, "missed_deadline": 1, "ok": 6}
 
 
+@pytest.mark.ray
 def test_a_late_update_is_discarded_and_the_student_continues_from_before_it(sims):
     _, runs = sims
     cfg, run_dir, _ = runs["one"]
@@ -347,6 +349,7 @@ def test_a_late_update_is_discarded_and_the_student_continues_from_before_it(sim
     assert not (run_dir / "undo").exists()  # no undo note outlives its round
 
 
+@pytest.mark.ray
 def test_the_same_config_and_seed_give_identical_tables(sims):
     _, runs = sims
     (_, one, s1), (_, two, s2) = runs["one"], runs["two"]
@@ -357,6 +360,7 @@ def test_the_same_config_and_seed_give_identical_tables(sims):
         assert s1[key] == s2[key], key
 
 
+@pytest.mark.ray
 def test_no_user_is_selected_outside_its_availability_window(sims):
     _, runs = sims
     cfg, run_dir, summary = runs["plug"]
@@ -424,6 +428,7 @@ def _reap(proc: subprocess.Popen, cut: Path) -> None:
             shutil.rmtree(link.parent)
 
 
+@pytest.mark.ray
 def test_a_run_killed_with_sigkill_resumes_to_exactly_the_rows_of_an_uninterrupted_run(sims, capsys):
     root, runs = sims
     cfg, reference, _ = runs["one"]
@@ -448,6 +453,7 @@ def test_a_run_killed_with_sigkill_resumes_to_exactly_the_rows_of_an_uninterrupt
     assert main(["simulate", "--resume", str(cut)]) == 2  # finished now
 
 
+@pytest.mark.ray
 def test_ctrl_c_stops_within_seconds_and_resume_equals_an_uninterrupted_run(sims, capsys):
     root, runs = sims
     cfg, reference, _ = runs["one"]

@@ -12,8 +12,7 @@ from fedpse.audio.io import SAMPLE_RATE
 from fedpse.config import load_config
 from fedpse.world.cache import build_world
 from fedpse.world.corpora import CorpusError
-
-from .conftest import tiny_config
+from tests.conftest import tiny_config
 
 
 def _voice_like(seconds: float, f0: float, seed: int) -> np.ndarray:
@@ -97,7 +96,7 @@ def test_a_folder_with_no_audio_is_a_clear_error(tmp_path):
         build_world(_corpus_cfg(tmp_path), progress=False)
 
 
-PAPER_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "paper-librispeech-wham.yaml"
+PAPER_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "paper-librispeech-wham.yaml"
 
 
 def make_wham(root, files: int, seconds: float) -> None:

@@ -12,8 +12,7 @@ from fedpse.audio.metrics import si_sdr
 from fedpse.world.cache import build_world, plan_world
 from fedpse.world.reader import World, WorldError, world_dir
 from fedpse.world.users import SegmentSpec, check_disjoint, segment_layout
-
-from .conftest import tiny_config
+from tests.conftest import tiny_config
 
 
 def test_users_have_adaptation_chunks_and_test_mixtures(tiny_world):

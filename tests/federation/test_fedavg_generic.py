@@ -66,7 +66,7 @@ def test_bad_weights_and_empty_aggregates_are_refused():
 def fedavg_runs(tiny_world, tmp_path_factory):
     """Two devices personalize (teacher_weights), share deltas; the third user of the world is held out."""
     from fedpse.federation.runner import simulate_many
-    from tests.test_federation_parts import tiny_run_config
+    from tests.federation.test_federation_parts import tiny_run_config
 
     root = tmp_path_factory.mktemp("fedavg")
     common = [
@@ -97,6 +97,7 @@ def fedavg_runs(tiny_world, tmp_path_factory):
     return runs, summaries, seen
 
 
+@pytest.mark.ray
 def test_deltas_are_shared_and_averaged_into_a_new_generic_student(fedavg_runs):
     from fedpse.federation.payloads import content_bytes
     from fedpse.federation.plan import RunPlan
@@ -125,6 +126,7 @@ def test_deltas_are_shared_and_averaged_into_a_new_generic_student(fedavg_runs):
     assert any(not torch.equal(federated[k], generic[k]) for k in generic)
 
 
+@pytest.mark.ray
 def test_cold_start_scores_the_held_out_user_with_both_generic_students(fedavg_runs):
     from fedpse.results.store import RunStore
 

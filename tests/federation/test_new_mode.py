@@ -16,7 +16,7 @@ from fedpse.config import dump_config
 from fedpse.federation.strategies import STRATEGIES
 from fedpse.results.modes import MODE_STYLES, mode_style, registered_modes
 from fedpse.results.store import RunStore
-from tests.test_federation_parts import tiny_run_config
+from tests.federation.test_federation_parts import tiny_run_config
 
 MODULE = "fedpse_test_echo_mode"
 MODE = "echo_teacher"
@@ -81,6 +81,7 @@ def echo_mode(tmp_path, monkeypatch):
     MODE_STYLES.pop(MODE, None)
 
 
+@pytest.mark.ray
 def test_a_mode_from_a_plugin_module_runs_end_to_end_and_is_reported(echo_mode, tiny_world, tmp_path, capsys):
     config = dump_config(tiny_run_config(tiny_world, *FAST), tmp_path / "config.yaml")
     run_dir = tmp_path / "run"

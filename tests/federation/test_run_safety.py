@@ -20,7 +20,7 @@ from fedpse.config import dump_config
 from fedpse.federation import interrupts
 from fedpse.results.lock import LOCK_NAME, RunLock, RunLockedError, read_note
 from fedpse.results.store import RunStore
-from tests.test_federation_parts import tiny_run_config
+from tests.federation.test_federation_parts import tiny_run_config
 
 HOLD = """
 import sys, time
@@ -39,7 +39,7 @@ def hold_in_child(run_dir: Path) -> subprocess.Popen:
 
 
 def tiny_yaml(tiny_world, folder: Path, *extra: str) -> str:
-    """The tiny federation config (tests/test_federation_parts.py) as a YAML file for the command line."""
+    """The tiny federation config (tests/federation/test_federation_parts.py) as a YAML file for the command line."""
     folder.mkdir(parents=True, exist_ok=True)
     return str(dump_config(tiny_run_config(tiny_world, *extra), folder / f"tiny-{len(extra)}.yaml"))
 
@@ -150,6 +150,7 @@ def ray_session(tiny_world, tmp_path_factory):
         yield
 
 
+@pytest.mark.ray
 def test_a_server_side_failure_stops_the_run_instead_of_failing_every_user(
     ray_session, tiny_world, tmp_path, capsys, monkeypatch
 ):
@@ -171,6 +172,7 @@ def test_a_server_side_failure_stops_the_run_instead_of_failing_every_user(
     assert {u["status"] for u in RunStore(run).read_table("users")} == {"ok"}
 
 
+@pytest.mark.ray
 def test_a_run_where_no_user_succeeded_exits_non_zero_and_says_so(ray_session, tiny_world, tmp_path, capsys):
     run = tmp_path / "run"
     everyone = "federation.fail_users=[u0000, u0001, u0002]"
@@ -180,11 +182,12 @@ def test_a_run_where_no_user_succeeded_exits_non_zero_and_says_so(ray_session, t
     assert "no user's round succeeded" in captured.err
 
 
+@pytest.mark.ray
 def test_a_teacher_that_outputs_nan_stops_the_run_naming_the_teacher_and_the_user(
     ray_session, tiny_world, tmp_path, capsys
 ):
-    from tests.test_numbers_safety import SqrtOfNegative
-    from tests.test_onnx_teacher import dynamic_wave_model
+    from tests.models.test_numbers_safety import SqrtOfNegative
+    from tests.models.test_onnx_teacher import dynamic_wave_model
 
     path = dynamic_wave_model(SqrtOfNegative(), tmp_path / "broken.onnx")
     teacher = ["teacher.arch=onnx", f"teacher.onnx.path={path}", "teacher.checkpoint=null"]

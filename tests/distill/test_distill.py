@@ -23,8 +23,7 @@ from fedpse.distill.pretrain import MixingPool, pretrain
 from fedpse.distill.scores import gap_closure
 from fedpse.models.checkpoints import load_checkpoint
 from fedpse.models.registry import build_model
-
-from .conftest import TINY_WORLD
+from tests.conftest import TINY_WORLD
 
 
 def _cfg(world_cfg, tmp_path, *extra):

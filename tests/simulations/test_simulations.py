@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-SIMULATIONS = Path(__file__).resolve().parent.parent / "simulations"
+SIMULATIONS = Path(__file__).resolve().parents[2] / "simulations"
 sys.path.insert(0, str(SIMULATIONS))
 
 import mask_ceiling  # noqa: E402
@@ -440,7 +440,7 @@ def test_pool_gap_scores_every_split_combination(tiny_world, tmp_path):
     from fedpse.models.checkpoints import save_checkpoint
     from fedpse.models.registry import build_model
 
-    from .conftest import TINY_WORLD
+    from tests.conftest import TINY_WORLD
 
     world_cfg, _ = tiny_world
     ckpt = tmp_path / "tiny.pt"

@@ -27,9 +27,8 @@ from fedpse.models.gru import GRUMaskNet
 from fedpse.models.onnx_teacher import OnnxTeacher
 from fedpse.results.report import ReportError, load_run
 from fedpse.results.store import RunStore
-
-from .test_onnx_teacher import Halve, dynamic_wave_model, export
-from .test_report import write_run
+from tests.models.test_onnx_teacher import Halve, dynamic_wave_model, export
+from tests.results.test_report import write_run
 
 ADAPT = load_config(overrides=["adapt.steps=3", "adapt.segment_seconds=0.25", "adapt.batch_size=2"]).adapt
 
@@ -170,8 +169,7 @@ def test_a_diverging_kd_loss_is_an_error_naming_the_user(tmp_path):
 
 def test_pretraining_stops_when_its_loss_diverges(tiny_world, tmp_path, monkeypatch):
     from fedpse.distill import pretrain as pretraining
-
-    from .test_distill import _cfg
+    from tests.distill.test_distill import _cfg
 
     world_cfg, world = tiny_world
     cfg = _cfg(world_cfg, tmp_path, "pretrain.steps=4", "pretrain.val_every=2")
