@@ -439,7 +439,6 @@ def test_oracle_masks_reconstruct_clean_speech_and_beat_the_mixture():
 def test_pool_gap_scores_every_split_combination(tiny_world, tmp_path):
     from fedpse.models.checkpoints import save_checkpoint
     from fedpse.models.registry import build_model
-
     from tests.conftest import TINY_WORLD
 
     world_cfg, _ = tiny_world
