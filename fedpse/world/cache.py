@@ -18,46 +18,41 @@ complete matching world is reused, a partial one resumes user by user.
 Bad corpus audio (unreadable, empty, silent, NaN/inf; noise places too short for a user) stops the build with one
 line naming the first file, or, with ``world.speech.skip_bad_files`` / ``world.noise.skip_bad_files``, is left out
 and listed in ``skipped_files.csv``. An error in a worker process ends the build at once, as raised there.
+
+The parts: the checks of corpus files and ``skipped_files.csv`` are ``fedpse.world.screening``, what a worker
+renders is ``fedpse.world.render``, the worker processes are ``fedpse.world.workers``.
 """
 
 from __future__ import annotations
 
-import csv
 import json
-import multiprocessing as mp
-import os
-import pickle
 import sys
 import time
-from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
-from concurrent.futures.process import BrokenProcessPool
-from pathlib import Path
 
-import numpy as np
-
-from fedpse.audio.io import SAMPLE_RATE, AudioError, save_audio
 from fedpse.config import Config, config_to_dict, dump_config
 from fedpse.paths import ensure_writable_dir
 from fedpse.world.reader import FORMAT_VERSION, World, WorldError, world_dir, world_key
-from fedpse.world.speech import files_stream, seeded_rng, tts_stream
+from fedpse.world.render import S_PLACES, S_PRETRAIN_NOISE, S_USERS, S_VOICES
+from fedpse.world.screening import (
+    NOISE_SKIP_KEY,
+    SKIPPED_FILES,
+    SPEECH_SKIP_KEY,
+    _place_dict,
+    _place_where,
+    _write_skipped,
+)
+from fedpse.world.speech import seeded_rng
 from fedpse.world.users import (
-    SILENT_NOISE_DBFS,
     SegmentSpec,
-    SilentNoiseError,
     UserPlan,
     check_disjoint,
-    mix_at_snr,
-    pcm_sha256,
-    quantize,
     segment_layout,
     timeline_seconds,
 )
+from fedpse.world.workers import _Pool, _run
 
 PRETRAIN_NOISE_VALIDATION_FRACTION = 0.1
 # Seed streams: one purpose each, so adding users never changes voices or places.
-S_VOICES, S_USERS, S_PRETRAIN_SPEECH, S_PRETRAIN_NOISE, S_BABBLE, S_USER_AUDIO, S_PLACES = range(1, 8)
-SPEECH_SKIP_KEY, NOISE_SKIP_KEY = "world.speech.skip_bad_files", "world.noise.skip_bad_files"
-SKIPPED_FILES = "skipped_files.csv"
 
 
 # ------------------------------------------------------------------------------------------------ planning
@@ -146,15 +141,6 @@ def _check_places(
         place = {**place, "files": [f for f, _ in kept], "durations": [d for _, d in kept]}
         out.append((place, result["complete"]))
     return out
-
-
-def _place_where(files) -> str:
-    return os.path.commonpath([str(f) for f in files]) if files else "no files"
-
-
-def _place_dict(place) -> dict:
-    files = [str(f) for f in place.files]
-    return {"kind": "corpus", "place_id": place.place_id, "files": files, "durations": list(place.durations)}
 
 
 def plan_world(cfg: Config, pool: _Pool | None = None) -> dict:
@@ -292,349 +278,6 @@ def _split_speakers(
     return splits
 
 
-# ------------------------------------------------------------------------------------------------ rendering
-_WORKER: dict = {}
-
-
-def _init_worker(cfg_dict: dict, root: str) -> None:
-    _WORKER.clear()
-    _WORKER.update(cfg=cfg_dict, root=Path(root), banks={})
-
-
-def _bank(pool: str):
-    from fedpse.world.noise import BabbleBank
-
-    banks = _WORKER["banks"]
-    if pool not in banks:
-        files = sorted((_WORKER["root"] / "babble").glob(f"{pool}_*.npy"))
-        banks[pool] = BabbleBank([np.load(f, mmap_mode="r") for f in files])
-    return banks[pool]
-
-
-def _render_noise(place: dict, start_s: float, seconds: float, pool: str) -> np.ndarray:
-    if place["kind"] == "procedural":
-        from fedpse.world.noise import Environment, render
-
-        env = Environment.from_dict({k: v for k, v in place.items() if k != "kind"})
-        return render(env, start_s, seconds, bank=_bank(pool) if env.family == "babble" else None)
-    from fedpse.world.corpora import NoisePlace
-
-    return NoisePlace(place["place_id"], [Path(f) for f in place["files"]], list(place["durations"])).render(
-        start_s, seconds
-    )
-
-
-def _voice(desc: dict):
-    from fedpse.world.voices import Voice
-
-    return Voice.from_dict(desc)
-
-
-def _job_babble(job: dict) -> dict:
-    path = _WORKER["root"] / "babble" / f"{job['pool']}_{job['k']:02d}.npy"
-    rng = seeded_rng(_WORKER["cfg"]["seed"], S_BABBLE, job["pool"] == "user", job["k"])
-    audio = tts_stream(_voice(job["voice"]), job["seconds"], rng).audio
-    tmp = path.with_suffix(".tmp.npy")
-    np.save(tmp, audio)
-    tmp.rename(path)
-    return {
-        "kind": "babble",
-        "pool": job["pool"],
-        "k": job["k"],
-        "sha256": pcm_sha256(audio),
-        "seconds": len(audio) / SAMPLE_RATE,
-    }
-
-
-def _job_user(job: dict) -> dict:
-    cfg, root = _WORKER["cfg"], _WORKER["root"]
-    plan: UserPlan = job["plan"]
-    speaker = job["speaker"]
-    wc = cfg["world"]
-    out = root / "users" / plan.user_id
-    done = out / "user.json"
-    if done.is_file():
-        return {"kind": "user", **json.loads(done.read_text()), "audio_seconds": 0.0}
-    out.mkdir(parents=True, exist_ok=True)
-    rng = seeded_rng(cfg["seed"], S_USER_AUDIO, plan.index)
-    adapt_specs = [s for s in plan.segments if s.part == "adapt"]
-    test_specs = [s for s in plan.segments if s.part == "test"]
-    adapt_seconds = sum(s.seconds for s in adapt_specs)
-    # Speech: the adaptation stream first, then test mixtures with sentences never used for adaptation.
-    if speaker["kind"] == "tts":
-        voice = _voice(speaker["voice"])
-        adapt = tts_stream(voice, adapt_seconds, rng)
-        tests = [tts_stream(voice, s.seconds, rng, exclude=set(adapt.texts)) for s in test_specs]
-    else:
-        min_rms = wc["speech"]["min_rms_dbfs"]
-        try:
-            adapt = files_stream(speaker["adapt_files"], adapt_seconds, rng, min_rms)
-            test_all = files_stream(speaker["test_files"], sum(s.seconds for s in test_specs), rng, min_rms)
-        except AudioError as err:
-            raise _with_skip_hint(err, SPEECH_SKIP_KEY) from None
-        tests, pos = [], 0
-        for s in test_specs:
-            n = int(round(s.seconds * SAMPLE_RATE))
-            tests.append(type(test_all)(test_all.audio[pos : pos + n], test_all.texts))
-            pos += n
-    plan.texts = {"adapt": adapt.texts, "test": [t.texts for t in tests]}
-    speech_pieces, pos = [], 0
-    for s in adapt_specs:
-        n = int(round(s.seconds * SAMPLE_RATE))
-        speech_pieces.append(adapt.audio[pos : pos + n])
-        pos += n
-    speech_pieces += [t.audio for t in tests]
-    total = 0.0
-    for spec, dry in zip(plan.segments, speech_pieces, strict=True):
-        speech, reference = dry, dry
-        if plan.room is not None:
-            from fedpse.world.rooms import Room, reverberate
-
-            room_cfg = wc["room"]
-            speech, reference = reverberate(
-                dry, Room.from_dict(plan.room), room_cfg["target"], room_cfg["early_ms"], root / "rirs"
-            )
-        noise = _render_noise(plan.place, spec.noise_start_s, spec.seconds, "user")
-        try:
-            noisy, clean = mix_at_snr(speech, reference, noise, spec.snr_db)
-        except SilentNoiseError as err:
-            raise WorldError(
-                f"user {plan.user_id} {spec.name}: noise place {_place_name(plan.place)} is silent from "
-                f"{spec.noise_start_s:.1f} to {spec.noise_start_s + spec.seconds:.1f} s of its timeline; {err}"
-            ) from None
-        save_audio(out / f"{spec.name}.noisy.flac", noisy)
-        save_audio(out / f"{spec.name}.clean.flac", clean)
-        spec.noisy_sha256, spec.clean_sha256 = pcm_sha256(noisy), pcm_sha256(clean)
-        total += spec.seconds
-    record = plan.to_dict()
-    tmp = done.with_suffix(".tmp")
-    tmp.write_text(json.dumps(record, sort_keys=True))
-    tmp.rename(done)  # written last: its presence means the user is complete
-    return {"kind": "user", **record, "audio_seconds": total}
-
-
-def _job_pretrain_speech(job: dict) -> dict:
-    cfg, root = _WORKER["cfg"], _WORKER["root"]
-    spk = job["speaker"]
-    sid = spk.get("speaker_id") or spk["voice"]["voice_id"]
-    out = root / "pretrain" / "speech" / sid
-    rng = seeded_rng(cfg["seed"], S_PRETRAIN_SPEECH, job["index"])
-    count = cfg["world"]["speech"]["pretrain_utterances_per_voice"]
-    skipped: list[tuple[str, str]] = []
-    if spk["kind"] == "tts":
-        from fedpse.world.text import sentence
-        from fedpse.world.voices import get_synthesizer
-
-        synth, voice = get_synthesizer(), _voice(spk["voice"])
-        utts = []
-        for _ in range(count):
-            text = sentence(rng)
-            utts.append((text, synth.render(voice, text)))
-    else:
-        from fedpse.world.corpora import load_speech
-
-        min_rms = cfg["world"]["speech"]["min_rms_dbfs"]
-        utts = []
-        for f in spk["files"]:
-            try:
-                utts.append((f, load_speech(f, min_rms)))
-            except AudioError as err:
-                if not cfg["world"]["speech"]["skip_bad_files"]:
-                    raise _with_skip_hint(err, SPEECH_SKIP_KEY) from None
-                skipped.append((err.path, err.reason))
-    items, total = [], 0.0
-    for k, (text, audio) in enumerate(utts):
-        audio = quantize(audio * (0.1 / (np.sqrt(np.mean(audio**2)) + 1e-9)))  # -20 dBFS RMS
-        path = out / f"{k:03d}.flac"
-        save_audio(path, audio)
-        items.append({"path": str(path.relative_to(root)), "text": text, "sha256": pcm_sha256(audio)})
-        total += len(audio) / SAMPLE_RATE
-    return {
-        "kind": "pretrain_speech",
-        "speaker": sid,
-        "split": job["split"],
-        "items": items,
-        "audio_seconds": total,
-        "skipped": skipped,
-    }
-
-
-def _job_pretrain_noise(job: dict) -> dict:
-    cfg, root = _WORKER["cfg"], _WORKER["root"]
-    place = job["place"]
-    pid = place.get("env_id") or place.get("place_id")
-    seconds = cfg["world"]["noise"]["pretrain_seconds_per_environment"]
-    if place["kind"] == "corpus":
-        seconds = min(seconds, sum(place["durations"]))
-    audio = _render_noise(place, 0.0, seconds, "pretrain")
-    if float(np.mean(np.square(audio, dtype=np.float64))) < 10 ** (SILENT_NOISE_DBFS / 10):
-        raise WorldError(
-            f"pretraining noise place {_place_name(place)} is silent in its first {seconds:.1f} s; "
-            "remove its recordings from the corpus"
-        )
-    audio = quantize(audio * (0.1 / (np.sqrt(np.mean(audio**2)) + 1e-9)))
-    path = root / "pretrain" / "noise" / f"{pid}.flac"
-    save_audio(path, audio)
-    return {
-        "kind": "pretrain_noise",
-        "place": pid,
-        "family": place.get("family", "corpus"),
-        "split": job["split"],
-        "path": str(path.relative_to(root)),
-        "sha256": pcm_sha256(audio),
-        "audio_seconds": seconds,
-    }
-
-
-def _job_check_speaker(job: dict) -> dict:
-    """Decode a user speaker's files in order until the test + adaptation split is met; bad ones passed over."""
-    from fedpse.world.corpora import BadFiles, audio_seconds, load_speech
-    from fedpse.world.speech import split_speaker
-
-    def seconds_of(path: Path) -> float:
-        load_speech(path, job["min_rms_dbfs"])
-        return audio_seconds(path)
-
-    bad = BadFiles(SPEECH_SKIP_KEY, skip=True)
-    test, adapt = split_speaker(job["speaker"], job["test_seconds"], job["adapt_seconds"], bad, seconds_of)
-    return {"kind": "check_speaker", "test": test, "adapt": adapt, "bad": bad.found}
-
-
-def _job_check_place(job: dict) -> dict:
-    """Decode a noise place's recordings in order until ``seconds`` of good audio; bad ones passed over."""
-    from fedpse.world.corpora import BadFiles, load_noise, take_files
-
-    place = job["place"]
-    durations = {str(Path(f)): d for f, d in zip(place["files"], place["durations"], strict=True)}
-
-    def seconds_of(path: Path) -> float:
-        load_noise(path, job["min_rms_dbfs"])
-        return durations[str(path)]
-
-    bad = BadFiles(NOISE_SKIP_KEY, skip=True)
-    _, complete = take_files(place["files"], [job["seconds"]], seconds_of, bad)
-    return {"kind": "check_place", "complete": complete, "bad": bad.found}
-
-
-def _place_name(place: dict) -> str:
-    if place["kind"] == "procedural":
-        return f"{place['env_id']!r} ({place['family']})"
-    return f"{place['place_id']!r} ({_place_where(place['files'])})"
-
-
-def _with_skip_hint(err: AudioError, key: str) -> AudioError:
-    """The same error, saying which setting skips bad files instead of stopping."""
-    from fedpse.world.corpora import skip_hint
-
-    return AudioError(err.path, f"{err.reason}; {skip_hint(key)}")
-
-
-_JOBS = {
-    "babble": _job_babble,
-    "user": _job_user,
-    "pretrain_speech": _job_pretrain_speech,
-    "pretrain_noise": _job_pretrain_noise,
-    "check_speaker": _job_check_speaker,
-    "check_place": _job_check_place,
-}
-
-
-def _run_job(job: dict) -> dict:
-    try:
-        return _JOBS[job["kind"]](job)
-    except Exception as err:
-        if _survives_pickling(err):
-            raise
-        # An error that cannot be rebuilt in the parent would be lost (or hang a pool): send its message instead.
-        portable = (
-            ValueError(str(err))
-            if isinstance(err, ValueError)
-            else RuntimeError(f"{type(err).__name__}: {err}")
-        )
-        raise portable from None
-
-
-def _survives_pickling(err: BaseException) -> bool:
-    try:
-        pickle.loads(pickle.dumps(err))
-    except Exception:
-        return False
-    return True
-
-
-class _Pool:
-    """The build's worker processes, started once and used for every batch of jobs (checks, babble, users).
-
-    ``world.workers == 1`` runs jobs in this process. In processes, the first job that fails cancels the rest and
-    its error is raised here as it was raised there; a worker that dies (e.g. killed for memory) is a ``WorldError``.
-    """
-
-    def __init__(self, cfg: Config, root: Path, progress: bool, workers: int | None = None):
-        self.cfg_dict, self.root, self.progress = config_to_dict(cfg), root, progress
-        self.workers = workers or cfg.world.workers
-        self._executor: ProcessPoolExecutor | None = None
-
-    def run(self, jobs: list[dict], desc: str) -> list[dict]:
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(jobs), desc=desc, unit="job", disable=not self.progress, dynamic_ncols=True)
-        try:
-            if self.workers == 1 or len(jobs) <= 1:
-                _init_worker(self.cfg_dict, str(self.root))
-                results = []
-                for job in jobs:
-                    results.append(_run_job(job))
-                    bar.update()
-                return results
-            return self._run_in_processes(jobs, bar)
-        finally:
-            bar.close()
-
-    def _run_in_processes(self, jobs: list[dict], bar) -> list[dict]:
-        if self._executor is None:
-            self._executor = ProcessPoolExecutor(
-                self.workers,
-                mp_context=mp.get_context("spawn"),  # fresh interpreters: no inherited torch/espeak state
-                initializer=_init_worker,
-                initargs=(self.cfg_dict, str(self.root)),
-            )
-        futures = [self._executor.submit(_run_job, job) for job in jobs]
-        pending = set(futures)
-        try:
-            while pending:
-                done, pending = wait(pending, return_when=FIRST_EXCEPTION)
-                for fut in done:
-                    fut.result()  # the first failed job raises here, at once
-                bar.update(len(done))
-        except BrokenProcessPool:
-            raise WorldError(
-                "a world-build worker process died (killed for memory?); lower world.workers and run "
-                "`fedpse world build` again to resume"
-            ) from None
-        finally:
-            for fut in pending:
-                fut.cancel()
-        return [fut.result() for fut in futures]
-
-    def close(self) -> None:
-        if self._executor is not None:
-            self._executor.shutdown(wait=True, cancel_futures=True)
-            self._executor = None
-
-    def __enter__(self) -> _Pool:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-
-def _run(pool: _Pool | None, cfg: Config, jobs: list[dict], desc: str) -> list[dict]:
-    """``jobs`` in ``pool``, or in this process when planning runs without one."""
-    if pool is None:
-        pool = _Pool(cfg, world_dir(cfg), progress=False, workers=1)
-    return pool.run(jobs, desc)
-
-
 def build_world(cfg: Config, progress: bool = True) -> World:
     """Build (or reuse, or resume) the world for ``cfg`` and return a reader for it."""
     root = world_dir(cfg)
@@ -715,19 +358,6 @@ def open_world(cfg: Config, progress: bool = False) -> World:
     if progress:
         print(f"fedpse: building the world at {world_dir(cfg)} (first run only)", file=sys.stderr)
     return build_world(cfg, progress=progress)
-
-
-def _write_skipped(path: Path, rows: list[tuple[str, str]]) -> None:
-    """``skipped_files.csv`` (path,reason), and one line on stderr saying how many and where."""
-    with open(path, "w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["path", "reason"])
-        writer.writerows(rows)
-    if rows:
-        print(
-            f"fedpse: world build skipped {len(rows)} bad audio file(s)/place(s); listed in {path}",
-            file=sys.stderr,
-        )
 
 
 def _strip(result: dict) -> dict:

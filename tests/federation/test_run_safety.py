@@ -140,19 +140,9 @@ def test_only_processes_marked_by_a_dead_holder_are_stopped(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------- server-side errors
-@pytest.fixture(scope="module")
-def ray_session(tiny_world, tmp_path_factory):
-    """One Ray session for this module's simulations (they start none of their own when one is up)."""
-    from fedpse.federation.runner import simulation_environment
-
-    cfg = tiny_run_config(tiny_world)
-    with simulation_environment(tmp_path_factory.mktemp("ray"), cfg.federation):
-        yield
-
-
 @pytest.mark.ray
 def test_a_server_side_failure_stops_the_run_instead_of_failing_every_user(
-    ray_session, tiny_world, tmp_path, capsys, monkeypatch
+    tiny_world, tmp_path, capsys, monkeypatch
 ):
     from fedpse.federation.strategies.base import ServerSide
 
@@ -173,7 +163,7 @@ def test_a_server_side_failure_stops_the_run_instead_of_failing_every_user(
 
 
 @pytest.mark.ray
-def test_a_run_where_no_user_succeeded_exits_non_zero_and_says_so(ray_session, tiny_world, tmp_path, capsys):
+def test_a_run_where_no_user_succeeded_exits_non_zero_and_says_so(tiny_world, tmp_path, capsys):
     run = tmp_path / "run"
     everyone = "federation.fail_users=[u0000, u0001, u0002]"
     assert main(["simulate", tiny_yaml(tiny_world, tmp_path, everyone), "--out", str(run), "--quiet"]) == 1
@@ -184,7 +174,7 @@ def test_a_run_where_no_user_succeeded_exits_non_zero_and_says_so(ray_session, t
 
 @pytest.mark.ray
 def test_a_teacher_that_outputs_nan_stops_the_run_naming_the_teacher_and_the_user(
-    ray_session, tiny_world, tmp_path, capsys
+    tiny_world, tmp_path, capsys
 ):
     from tests.models.test_numbers_safety import SqrtOfNegative
     from tests.models.test_onnx_teacher import dynamic_wave_model

@@ -99,7 +99,7 @@ def test_a_silent_file_met_by_a_worker_stops_a_two_process_build_at_once_naming_
 
 
 def test_an_error_that_cannot_be_pickled_still_comes_back_as_its_message(monkeypatch):
-    from fedpse.world import cache
+    from fedpse.world import workers
 
     class PickyError(ValueError):
         def __init__(self, path, reason):
@@ -108,9 +108,9 @@ def test_an_error_that_cannot_be_pickled_still_comes_back_as_its_message(monkeyp
     def boom(job):
         raise PickyError("/data/x.wav", "no good")
 
-    monkeypatch.setitem(cache._JOBS, "boom", boom)
+    monkeypatch.setitem(workers._JOBS, "boom", boom)
     with pytest.raises(ValueError, match=r"^/data/x.wav: no good$") as err:
-        cache._run_job({"kind": "boom"})
+        workers._run_job({"kind": "boom"})
     pickle.loads(pickle.dumps(err.value))
 
 

@@ -1,0 +1,117 @@
+"""Loading a config: YAML file + ``--set dotted.key=value`` overrides -> a validated ``Config``; and back out
+(``config_to_dict``, ``flatten``, ``dump_config``, ``describe``)."""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from fedpse.config.fields import ConfigError, _build
+from fedpse.config.schema import Config
+
+
+def _validate_whole(cfg: Config) -> None:
+    # Which noise families exist is the world's business: ``fedpse.world.reader.check_world_config``.
+    if not cfg.world.noise.families:
+        raise ConfigError("world.noise.families: expected at least one family")
+    if cfg.world.speech.source != "tts" and not cfg.world.speech.path:
+        raise ConfigError(f"world.speech.path: required when world.speech.source={cfg.world.speech.source!r}")
+    if cfg.teacher.arch == "onnx" and not cfg.teacher.onnx.path:
+        raise ConfigError("teacher.onnx.path: required when teacher.arch='onnx'")
+    if cfg.world.noise.source != "procedural" and not cfg.world.noise.path:
+        raise ConfigError(f"world.noise.path: required when world.noise.source={cfg.world.noise.source!r}")
+
+
+def default_config_path() -> Path:
+    """The embedded default config shipped inside the package."""
+    return Path(str(resources.files("fedpse") / "configs" / "default.yaml"))
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``a.b=value`` -> ("a.b", YAML-parsed value)."""
+    if "=" not in text:
+        raise ConfigError(f"--set {text!r}: expected dotted.key=value")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"--set {text!r}: empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as err:
+        raise ConfigError(f"--set {key}: cannot parse value {raw!r} ({err})") from None
+    return key, value
+
+
+def _apply_override(data: dict, key: str, value: Any) -> None:
+    parts = key.split(".")
+    node = data
+    for i, part in enumerate(parts[:-1]):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"{'.'.join(parts[: i + 1])}: is a value, cannot set {key}")
+        node = child
+    node[parts[-1]] = value
+
+
+def read_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({err})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of config keys at the top level")
+    return data
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Load ``path`` (default: the embedded default) on top of the built-in defaults, apply overrides, validate."""
+    data = read_yaml(path or default_config_path())
+    for text in overrides:
+        key, value = parse_override(text)
+        _apply_override(data, key, value)
+    cfg = _build(Config, data, "")
+    _validate_whole(cfg)
+    return cfg
+
+
+def config_to_dict(cfg: Any) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def flatten(data: dict, prefix: str = "") -> dict:
+    """Nested dicts as one dict of dotted keys: ``{"a": {"b": 1}}`` -> ``{"a.b": 1}``."""
+    out = {}
+    for key, value in data.items():
+        dotted = f"{prefix}.{key}" if prefix else str(key)
+        out.update(flatten(value, dotted) if isinstance(value, dict) else {dotted: value})
+    return out
+
+
+def dump_config(cfg: Config, path: str | Path) -> Path:
+    """Write the resolved config as YAML (loadable again by ``load_config``)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+    return path
+
+
+def describe(cls: type = Config, prefix: str = "") -> list[tuple[str, Any, str]]:
+    """(dotted key, default, help) for every leaf key: used by ``fedpse config`` and the docs."""
+    out = []
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        key = f"{prefix}.{f.name}" if prefix else f.name
+        if dataclasses.is_dataclass(hints[f.name]):
+            out += describe(hints[f.name], key)
+        else:
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            out.append((key, default, f.metadata.get("help", "")))
+    return out

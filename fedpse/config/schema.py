@@ -1,0 +1,162 @@
+"""The root ``Config`` and its model and training sections: student, teacher, pretrain, adapt, device."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fedpse.config.federation import FederationConfig
+from fedpse.config.fields import _f, _sub, check_device_name
+from fedpse.config.world import WorldConfig
+
+
+# ---------------------------------------------------------------------------------------------- models
+@dataclass
+class ConvTasNetConfig:
+    N: int = _f(128, "encoder filters", min=1)  # noqa: N815 - the paper's hyper-parameter names
+    L: int = _f(32, "encoder filter length in samples (even; 32 trains ~4x faster than 16 on CPU)", min=2)  # noqa: N815
+    B: int = _f(64, "bottleneck channels", min=1)  # noqa: N815
+    H: int = _f(128, "channels inside each TCN block", min=1)  # noqa: N815
+    P: int = _f(3, "depthwise kernel size", min=1)  # noqa: N815
+    X: int = _f(6, "blocks per repeat (dilations 1..2^(X-1))", min=1)  # noqa: N815
+    R: int = _f(2, "repeats", min=1)  # noqa: N815
+    causal: bool = _f(False, "causal (cLN) instead of non-causal (gLN)")
+
+
+@dataclass
+class OnnxTeacherConfig:
+    path: str | None = _f(None, "path to a user-supplied ONNX denoiser (teacher.arch=onnx)")
+    sample_rate: int = _f(16000, "sample rate the ONNX model expects", min=1000)
+    framing: str = _f("whole", "how audio is fed to the model", choices=["whole", "chunk", "stateful"])
+    chunk_seconds: float = _f(4.0, "chunk length for framing=chunk", min=0.01)
+    hop_seconds: float = _f(2.0, "hop between chunks for framing=chunk (overlap-add)", min=0.01)
+    block_samples: int = _f(512, "block length for framing=stateful", min=1)
+    shift_samples: int = _f(128, "block shift for framing=stateful", min=1)
+
+
+@dataclass
+class StudentConfig:
+    layers: int = _f(2, "GRU layers of the student", min=1, max=8)
+    hidden: int = _f(32, "GRU units per layer of the student", min=1, max=4096)
+    checkpoint: str | None = _f(
+        "builtin:student-2x32",
+        "generic student weights: a path, builtin:NAME (shipped) or null (random init)",
+    )
+
+
+@dataclass
+class TeacherConfig:
+    arch: str = _f("gru", "teacher model", choices=["gru", "convtasnet", "onnx"])
+    layers: int = _f(2, "GRU layers (arch=gru)", min=1, max=8)
+    hidden: int = _f(256, "GRU units per layer (arch=gru)", min=1, max=4096)
+    bidirectional: bool = _f(
+        True, "bidirectional GRU teacher (it runs offline on recorded chunks, so it may look ahead)"
+    )
+    magnitude: str = _f(
+        "linear",
+        "GRU input feature (arch=gru): linear magnitude as in the paper, or log1p (log(1 + |X|))",
+        choices=["linear", "log1p"],
+    )
+    convtasnet: ConvTasNetConfig = _sub(ConvTasNetConfig)
+    onnx: OnnxTeacherConfig = _sub(OnnxTeacherConfig)
+    checkpoint: str | None = _f(
+        "builtin:teacher-gru",
+        "teacher weights: a path, builtin:NAME (shipped: teacher-gru, teacher-convtasnet) or null (random init)",
+    )
+
+
+@dataclass
+class PretrainConfig:
+    steps: int = _f(4000, "Adam steps", min=1)
+    batch_size: int = _f(8, "mixtures per step", min=1)
+    segment_seconds: float = _f(3.0, "length of each online-mixed training mixture", min=0.1)
+    lr: float = _f(1e-3, "Adam learning rate", min=0.0)
+    snr_db: list[float] = _f([-5.0, 10.0], "online mixing SNR range [low, high] dB")
+    grad_clip: float = _f(5.0, "gradient norm clip (0 = off)", min=0.0)
+    amp: str = _f(
+        "off",
+        "mixed precision on CUDA: fp16 (with loss scaling) or bf16 autocast; ignored on the CPU (said in the log)",
+        choices=["off", "fp16", "bf16"],
+    )
+    workers: int = _f(
+        0,
+        "processes mixing training batches ahead of the optimizer (0 = in the training loop); each step's batch "
+        "is the same either way",
+        min=0,
+        max=64,
+    )
+    noise_augment: float = _f(
+        0.0,
+        "share of training noises made new: a second place mixed in, spectral tilt, time reversal",
+        min=0.0,
+        max=1.0,
+    )
+    val_mixtures: int = _f(64, "validation mixtures (held-out pretraining speakers and noises)", min=1)
+    val_every: int = _f(250, "validate every N steps", min=1)
+    checkpoint_every: int = _f(250, "write a checkpoint every N steps", min=1)
+    threads: int = _f(1, "torch threads", min=1, max=256)
+    max_minutes: float = _f(0.0, "stop (with a checkpoint) after this much wall time; 0 = no limit", min=0.0)
+    out_dir: str = _f("runs/pretrain", "where checkpoints and the log go (a subfolder per role)")
+
+
+@dataclass
+class AdaptConfig:
+    lr: float = _f(1e-3, "Adam learning rate for test-time fine-tuning", min=0.0)
+    steps: int = _f(
+        100, "maximum Adam steps per adaptation call (100: measured knee of gain vs steps)", min=0
+    )
+    batch_size: int = _f(4, "crops per step", min=1)
+    segment_seconds: float = _f(4.0, "crop length (chunk length seen by one training example)", min=0.1)
+    layers: str = _f("all", "which student layers are adapted", choices=["all", "gru", "mask", "last_gru"])
+    holdout_fraction: float = _f(0.2, "unlabeled chunks held out for the stopping rule", min=0.0, max=0.9)
+    eval_every: int = _f(50, "check agreement with the teacher on held-out chunks every N steps", min=1)
+    patience: int = _f(4, "stop after this many checks without improvement (0 = never stop early)", min=0)
+    threads: int = _f(1, "torch threads", min=1, max=256)
+
+
+# ------------------------------------------------------------------------------------------------ device
+@dataclass
+class DeviceConfig:
+    """Where tensors run (torch devices; the simulated users' phones are ``federation.devices``)."""
+
+    default: str = _f(
+        "auto", "torch device of every role left null: auto (CUDA when available), cpu, cuda or cuda:N"
+    )
+    pretrain: str | None = _f(None, "fedpse pretrain (null = device.default)")
+    server: str | None = _f(
+        None, "the server's teacher inference and cloud_student fine-tuning (null = device.default)"
+    )
+    client: str | None = _f(
+        None,
+        "KD on the simulated devices and in fedpse adapt; a client actor uses the GPU Ray assigns it only when "
+        "federation.num_gpus > 0, else the CPU (null = device.default)",
+    )
+    scoring: str | None = _f(None, "scoring on held-out test sets (null = device.default)")
+    teacher_batch: int = _f(
+        8,
+        "equal-length chunks per teacher forward pass on a GPU (server side; a CPU always runs one chunk at a "
+        "time, and 1 does so on a GPU too)",
+        min=1,
+        max=1024,
+    )
+    tf32: bool = _f(
+        False,
+        "allow TF32 matmuls and convolutions on Ampere+ GPUs (faster; ~1e-3 relative error instead of fp32's)",
+    )
+
+    def __post_init__(self) -> None:
+        for name in ("default", "pretrain", "server", "client", "scoring"):
+            value = getattr(self, name)
+            if value is not None or name == "default":
+                check_device_name(value, f"device.{name}")
+
+
+@dataclass
+class Config:
+    seed: int = _f(0, "master seed: same config + seed => identical world, runs and results")
+    world: WorldConfig = _sub(WorldConfig)
+    student: StudentConfig = _sub(StudentConfig)
+    teacher: TeacherConfig = _sub(TeacherConfig)
+    pretrain: PretrainConfig = _sub(PretrainConfig)
+    adapt: AdaptConfig = _sub(AdaptConfig)
+    device: DeviceConfig = _sub(DeviceConfig)
+    federation: FederationConfig = _sub(FederationConfig)
