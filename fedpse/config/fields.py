@@ -73,6 +73,13 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             except ConfigError as err:
                 errors.append(str(err))
         raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, key)
+    if origin is dict:
+        key_tp, value_tp = typing.get_args(tp)
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return {_coerce(k, key_tp, key): _coerce(v, value_tp, f"{key}.{k}") for k, v in value.items()}
     if origin is list:
         (item_tp,) = typing.get_args(tp)
         if not isinstance(value, list):
@@ -102,7 +109,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
 def _check_limits(value: Any, meta: dict, key: str) -> None:
     items = value if isinstance(value, list) else [value]
     for item in items:
-        if item is None:
+        if item is None or dataclasses.is_dataclass(item):
             continue
         if "choices" in meta and item not in meta["choices"]:
             raise ConfigError(f"{key}: expected one of {meta['choices']}, got {item!r}")

@@ -21,10 +21,39 @@ def _validate_whole(cfg: Config) -> None:
         raise ConfigError("world.noise.families: expected at least one family")
     if cfg.world.speech.source != "tts" and not cfg.world.speech.path:
         raise ConfigError(f"world.speech.path: required when world.speech.source={cfg.world.speech.source!r}")
-    if cfg.teacher.arch == "onnx" and not cfg.teacher.onnx.path:
-        raise ConfigError("teacher.onnx.path: required when teacher.arch='onnx'")
+    if cfg.teacher.arch == "onnx":
+        _validate_onnx(cfg.teacher.onnx)
     if cfg.world.noise.source != "procedural" and not cfg.world.noise.path:
         raise ConfigError(f"world.noise.path: required when world.noise.source={cfg.world.noise.source!r}")
+
+
+def _validate_onnx(o) -> None:
+    """The ``teacher.onnx`` block describes one teacher: a preset, a waveform model by path, or spectral stages."""
+    if o.preset is not None:
+        given = [k for k, v in (("path", o.path), ("stages", o.stages)) if v]
+        if given:
+            raise ConfigError(
+                f"teacher.onnx.{given[0]}: teacher.onnx.preset={o.preset!r} fills in the model files and framing; "
+                f"remove teacher.onnx.{given[0]} (or the preset)"
+            )
+        return
+    if o.framing == "spectral":
+        if not o.stages:
+            raise ConfigError("teacher.onnx.stages: required when teacher.onnx.framing='spectral'")
+        for k, stage in enumerate(o.stages):
+            if not stage.path:
+                raise ConfigError(
+                    f"teacher.onnx.stages[{k}].path: required (stage {k + 1} of {len(o.stages)})"
+                )
+        if o.path:
+            raise ConfigError("teacher.onnx.path: framing='spectral' runs teacher.onnx.stages; remove path")
+    elif not o.path:
+        raise ConfigError(
+            f"teacher.onnx.path: required when teacher.arch='onnx' with framing={o.framing!r} "
+            "(or set teacher.onnx.preset, or framing='spectral' with teacher.onnx.stages)"
+        )
+    elif o.stages:
+        raise ConfigError(f"teacher.onnx.stages: only read with framing='spectral', not {o.framing!r}")
 
 
 def default_config_path() -> Path:

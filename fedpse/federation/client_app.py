@@ -31,6 +31,7 @@ from fedpse.distill.cache import ResultCache, model_key
 from fedpse.federation.device import Device, generic_student
 from fedpse.federation.payloads import (
     content_bytes,
+    decode_files,
     decode_targets,
     decode_weights,
     encode_audio,
@@ -119,7 +120,11 @@ def adapt_student(message: Message, context: Context) -> Message:
     round_number = int(task["round"])
     if "targets" in content.array_records:  # pseudo_targets: the server's teacher outputs arrived
         device.store_targets(decode_targets(content["targets"]))
-    if "teacher" in content.array_records:  # teacher_weights: the one-time teacher download
+    if (
+        "teacher" in content.array_records and "teacher_onnx" in task
+    ):  # teacher_weights: an ONNX teacher's files
+        device.store_onnx_teacher(json.loads(str(task["teacher_onnx"])), decode_files(content["teacher"]))
+    elif "teacher" in content.array_records:  # teacher_weights: the one-time teacher download
         device.store_teacher(json.loads(str(task["teacher_spec"])), decode_weights(content["teacher"]))
     train_on = names(task, "train_on")
     compute = client_device(device.plan.cfg)  # the GPU Ray assigned this actor (num_gpus > 0), else the CPU

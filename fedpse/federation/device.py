@@ -5,12 +5,14 @@ with every message), so memory stays flat in the number of users and any actor c
 
     student.pt            the personalized student (fp32), absent until the first adaptation (= generic student)
     teacher.pt            the teacher, cached after its one download (teacher_weights mode)
+    teacher_onnx/         ... or an ONNX teacher: its graph file(s) as sent and teacher.json, its teacher.onnx block
     targets/<chunk>.npy   pseudo-targets received (pseudo_targets) or computed on the device (teacher_weights)
 """
 
 from __future__ import annotations
 
 import copy
+import json
 from functools import lru_cache
 from pathlib import Path
 
@@ -20,6 +22,7 @@ from torch import nn
 
 from fedpse.federation.plan import RunPlan
 from fedpse.models.checkpoints import load_checkpoint, save_checkpoint
+from fedpse.models.onnx import build_onnx_teacher, with_files_in
 from fedpse.models.registry import build_from_spec
 from fedpse.world.reader import World
 
@@ -87,8 +90,25 @@ class Device:
     def teacher_path(self) -> Path:
         return self.root / "teacher.pt"
 
+    @property
+    def onnx_teacher_dir(self) -> Path:
+        return self.root / "teacher_onnx"
+
     def has_teacher(self) -> bool:
-        return self.teacher_path.is_file()
+        return self.teacher_path.is_file() or (self.onnx_teacher_dir / "teacher.json").is_file()
+
+    def store_onnx_teacher(self, block: dict, files: dict[str, bytes]) -> nn.Module:
+        """Keep an ONNX teacher as sent: its graph files and its ``teacher.onnx`` block pointing at them."""
+        directory = self.onnx_teacher_dir
+        directory.mkdir(parents=True, exist_ok=True)
+        names = list(files)
+        for name, data in files.items():
+            (directory / name).write_bytes(data)
+        block = with_files_in(block, directory, names)
+        (directory / "teacher.json").write_text(
+            json.dumps(block, indent=1)
+        )  # written last: the cache is complete
+        return self.teacher()
 
     def store_teacher(self, spec: dict, state_dict: dict[str, torch.Tensor]) -> nn.Module:
         teacher = build_from_spec(spec)
@@ -99,6 +119,12 @@ class Device:
     def teacher(self) -> nn.Module:
         if not self.has_teacher():
             raise RuntimeError(f"device {self.user_id}: no cached teacher; the server must send it first")
+        onnx_block = self.onnx_teacher_dir / "teacher.json"
+        if onnx_block.is_file():  # the same loader as the server's
+            block = json.loads(onnx_block.read_text())
+            wrapper = build_onnx_teacher(block).as_torch_teacher().eval()
+            wrapper.config = block
+            return wrapper
         return load_checkpoint(self.teacher_path)[0]
 
     # ------------------------------------------------------------------------------------------- targets

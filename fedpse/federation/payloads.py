@@ -94,6 +94,27 @@ def record_precision(record: ArrayRecord) -> str:
     return "+".join(sorted(dtypes))
 
 
+# ------------------------------------------------------------------------------------------ model files
+def encode_files(files: dict[str, bytes]) -> ArrayRecord:
+    """Files (an ONNX teacher's graphs) as they are on disk: one uint8 array of each file's bytes."""
+    return ArrayRecord(
+        {name: Array(np.frombuffer(data, dtype=np.uint8).copy()) for name, data in files.items()}
+    )
+
+
+def decode_files(record: ArrayRecord) -> dict[str, bytes]:
+    """The files ``encode_files`` sent, by name."""
+    out = {}
+    for name, arr in record.items():
+        value = arr.numpy()
+        if value.dtype != np.uint8 or value.ndim != 1:
+            raise PayloadError(
+                f"file {name!r}: expected a 1-D uint8 array of its bytes, got {value.dtype} {value.shape}"
+            )
+        out[name] = value.tobytes()
+    return out
+
+
 # ------------------------------------------------------------------------------------------ model weights
 def encode_weights(state_dict: dict[str, torch.Tensor], precision: str) -> ArrayRecord:
     """A model's ``state_dict`` as an ArrayRecord at ``precision`` (integer tensors kept exact)."""

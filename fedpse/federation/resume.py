@@ -110,6 +110,7 @@ class RoundUndo:
     """
 
     KEPT_ON_ROLLBACK = ("teacher.pt", "teacher.pt.card.json")  # a device's teacher cache (teacher_weights)
+    KEPT_DIR = "teacher_onnx/"  # ... or its cached ONNX teacher
 
     def __init__(self, plan: RunPlan, user_id: str):
         self.root = plan.run_dir / "undo" / user_id
@@ -165,7 +166,7 @@ class RoundUndo:
             noted = {rel: tuple(facts) for rel, facts in before.get(area, {}).items()}
             for rel, facts in self._files(area).items():
                 if rel not in noted:
-                    if rel not in self.KEPT_ON_ROLLBACK:
+                    if rel not in self.KEPT_ON_ROLLBACK and not rel.startswith(self.KEPT_DIR):
                         (base / rel).unlink()
                 elif facts != noted[rel]:
                     self._restore(area, rel, facts[0] == noted[rel][0])

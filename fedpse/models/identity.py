@@ -4,7 +4,8 @@ The fingerprint covers everything that changes a model's outputs, so two models 
 outputs on equal inputs: for a torch model its class, architecture spec (constructor config) and every tensor of its
 state dict; for an ONNX teacher the model file's bytes, every option it was built with, what it resolved from the
 file (sample rate, chunk and hop in samples, ...) and, when it came from a config, the whole ``teacher.onnx`` block
-(so a framing key added later is covered without touching this file).
+(so a framing key added later is covered without touching this file); for a spectral chain every stage file's bytes,
+the STFT framing and what each stage resolved (input/output names, axes, states).
 """
 
 from __future__ import annotations
@@ -18,11 +19,12 @@ from torch import nn
 
 def _onnx(model: object):
     """The ``OnnxTeacher`` behind ``model`` (itself or a ``TorchOnnxTeacher``), else None."""
+    from fedpse.models.onnx.chain import SpectralTeacher
     from fedpse.models.onnx_teacher import OnnxTeacher, TorchOnnxTeacher
 
     if isinstance(model, TorchOnnxTeacher):
         return model.teacher
-    return model if isinstance(model, OnnxTeacher) else None
+    return model if isinstance(model, OnnxTeacher | SpectralTeacher) else None
 
 
 def describe_model(model: object) -> str:
@@ -44,8 +46,10 @@ def model_fingerprint(model: object) -> str:
     onnx = _onnx(model)
     if onnx is not None:
         # The whole teacher.onnx block it was loaded from (when loaded from a config), whatever keys it has.
-        config = dict(getattr(model, "config", None) or {})
-        config.pop("path", None)  # the file's bytes stand for its path
+        config = json.loads(json.dumps(getattr(model, "config", None) or {}, default=repr))
+        config.pop("path", None)  # the files' bytes stand for their paths
+        for stage in config.get("stages") or []:
+            stage.pop("path", None)
         identity = {"kind": "onnx", **onnx.identity(), "config": config}
         digest.update(json.dumps(identity, sort_keys=True, default=repr).encode())
         return digest.hexdigest()

@@ -104,30 +104,28 @@ class OnnxTeacher:
     # ----------------------------------------------------------------------------------------------- public
     def enhance(self, wave: np.ndarray) -> np.ndarray:
         """Enhance 16 kHz audio. wave: [T] or [B, T] -> float32 of the same shape."""
-        wave = np.asarray(wave)
-        if wave.ndim not in (1, 2) or wave.shape[-1] == 0:
-            raise ValueError(
-                f"OnnxTeacher.enhance expects a non-empty wave of shape [T] or [B, T], got {wave.shape}"
-            )
-        if not np.all(np.isfinite(wave)):
-            raise ValueError("OnnxTeacher.enhance got NaN or inf samples")
-        batch = wave.reshape(-1, wave.shape[-1]).astype(np.float64)
-        num_samples = batch.shape[-1]
-        x = _resample(batch, SAMPLE_RATE, self.sample_rate)
+        return enhance_at_rate(wave, self.sample_rate, self._run, type(self).__name__)
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
         if self.framing == "whole":
-            y = self._run_batch(x)
-        elif self.framing == "chunk":
-            y = self._run_chunked(x)
-        else:
-            y = np.stack([self._run_stateful(row) for row in x])
-        y = _fit_length(_resample(y, self.sample_rate, SAMPLE_RATE), num_samples)
-        return y.astype(np.float32).reshape(wave.shape)
+            return self._run_batch(x)
+        if self.framing == "chunk":
+            return self._run_chunked(x)
+        return np.stack([self._run_stateful(row) for row in x])
 
     __call__ = enhance
 
     def as_torch_teacher(self) -> TorchOnnxTeacher:
         """A parameter-free ``nn.Module`` running this teacher without gradients on tensors."""
         return TorchOnnxTeacher(self)
+
+    @property
+    def files(self) -> list[Path]:
+        return [self.path]
+
+    def param_count(self) -> int:
+        """Numbers stored in the graph's initializers."""
+        return onnx_param_count(self.path)
 
     def describe(self) -> dict:
         """JSON-friendly description for model cards and ledgers."""
@@ -195,7 +193,8 @@ class OnnxTeacher:
             if len(inputs) != 1:
                 raise self._fail(
                     f"model has {len(inputs)} inputs {listing}; framing={self.framing!r} needs exactly one waveform "
-                    "input (pass input_name=..., or framing='stateful' for a streaming model with state inputs)"
+                    "input (set teacher.onnx.input_name to one of them, or framing='stateful' for a streaming model with "
+                    "state inputs)"
                 )
             return next(iter(inputs.values()))
         if block_samples is not None:
@@ -223,12 +222,22 @@ class OnnxTeacher:
 
     def _check_layout(self, expected: str) -> None:
         shape = list(self._input.shape)
-        ok = 1 <= len(shape) <= 3 and all(_fixed(d) in (None, 1) for d in shape[:-1])
-        if not ok:
-            raise self._fail(
-                f"input {self._input.name!r} has shape {shape}; framing={self.framing!r} expects {expected} "
-                "(a mono waveform with time last: [T], [batch, T] or [batch, 1, T])"
+        lead = [_fixed(d) for d in shape[:-1]]
+        if 1 <= len(shape) <= 3 and all(d in (None, 1) for d in lead) and (len(shape) < 3 or lead[1] == 1):
+            return
+        last = _fixed(shape[-1]) if shape else None
+        hint = ""
+        if len(shape) >= 3 and last:
+            hint = (
+                f"; if its last axis holds the {last} bins of a spectral model, describe it with "
+                f"teacher.onnx.framing='spectral', teacher.onnx.stft.n_fft={2 * (last - 1)} and teacher.onnx.stages "
+                "(docs/models.md)"
             )
+        raise self._fail(
+            f"input {self._input.name!r} has shape {shape}; framing={self.framing!r} expects {expected}: a mono "
+            f"waveform with time last, [T], [batch, T] or [batch, 1, T] (axis 1 of three is a channel, fixed at 1)"
+            + hint
+        )
 
     def _setup_whole(self) -> None:
         self._check_layout("[batch, time] with a dynamic time axis")
@@ -236,8 +245,9 @@ class OnnxTeacher:
             seconds = self._time_length / self.sample_rate
             raise self._fail(
                 f"input {self._input.name!r} has shape {list(self._input.shape)} (fixed time length "
-                f"{self._time_length} samples), but framing='whole' needs a dynamic time axis; use framing='chunk' "
-                f"(chunk_seconds={seconds:g}) or framing='stateful' for a streaming model"
+                f"{self._time_length} samples), but framing='whole' needs a dynamic time axis; set "
+                f"teacher.onnx.framing='chunk' (teacher.onnx.chunk_seconds={seconds:g}) or 'stateful' for a "
+                "streaming model"
             )
 
     def _setup_chunk(self, chunk_seconds: float | None, hop_seconds: float | None) -> None:
@@ -267,7 +277,7 @@ class OnnxTeacher:
         self._check_layout("[batch, block] plus state inputs")
         if self._time_length is None and block is None:
             raise self._fail(
-                f"input {self._input.name!r} has a dynamic time axis {list(self._input.shape)}; pass block_samples"
+                f"input {self._input.name!r} has a dynamic time axis {list(self._input.shape)}; set teacher.onnx.block_samples"
             )
         if self._time_length is not None and block is not None and block != self._time_length:
             raise self._fail(
@@ -334,7 +344,7 @@ class OnnxTeacher:
         if y.shape[1] != length and (y.shape[1] >= 2 * length or y.shape[1] < length // 2):
             raise self._fail(
                 f"output {self._output.name!r} has shape {list(y.shape)} for {length} input samples; expected one "
-                "waveform of (about) the input length (a multi-source output? pass output_name=...)"
+                "waveform of (about) the input length (a multi-source output? set teacher.onnx.output_name)"
             )
         return _fit_length(y, length)
 
@@ -382,7 +392,7 @@ class OnnxTeacher:
 class TorchOnnxTeacher(nn.Module):
     """Torch-facing wrapper: ``forward(wave[B, T] or [T]) -> Tensor`` on the input's device/dtype, no gradients."""
 
-    def __init__(self, teacher: OnnxTeacher):
+    def __init__(self, teacher):
         super().__init__()
         self.teacher = teacher
         self.config: dict | None = None  # the ``teacher.onnx`` config block, when loaded from a config (zoo)
@@ -390,6 +400,10 @@ class TorchOnnxTeacher(nn.Module):
     def macs_breakdown(self, sample_rate: int = SAMPLE_RATE) -> dict[str, float]:
         """Forward MACs per second of audio by op type (``OnnxTeacher.macs_breakdown``)."""
         return self.teacher.macs_breakdown()
+
+    def param_count(self) -> int:
+        """Numbers in the ONNX graphs' initializers: what the teacher holds, though nothing here is trainable."""
+        return self.teacher.param_count()
 
     @torch.no_grad()
     def forward(self, wave: Tensor) -> Tensor:
@@ -518,6 +532,32 @@ def _open_session(path: Path, num_threads: int):
         return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as err:  # InvalidProtobuf, Fail, ... (onnxruntime's own types)
         raise OnnxTeacherError(path, f"not a loadable ONNX model ({type(err).__name__}: {err})") from None
+
+
+def enhance_at_rate(wave: np.ndarray, sample_rate: int, run, name: str) -> np.ndarray:
+    """Check ``wave`` ([T] or [B, T] at 16 kHz), resample it to ``sample_rate``, ``run([n, t]) -> [n, t']`` and
+    bring the result back to 16 kHz and the input's shape, as float32."""
+    wave = np.asarray(wave)
+    if wave.ndim not in (1, 2) or wave.shape[-1] == 0:
+        raise ValueError(f"{name}.enhance expects a non-empty wave of shape [T] or [B, T], got {wave.shape}")
+    if not np.all(np.isfinite(wave)):
+        raise ValueError(f"{name}.enhance got NaN or inf samples")
+    batch = wave.reshape(-1, wave.shape[-1]).astype(np.float64)
+    y = run(_resample(batch, SAMPLE_RATE, sample_rate))
+    y = _fit_length(_resample(y, sample_rate, SAMPLE_RATE), batch.shape[-1])
+    return y.astype(np.float32).reshape(wave.shape)
+
+
+def onnx_param_count(path: str | Path) -> int:
+    """Numbers stored in an ONNX graph's initializers (its weights), read without running it."""
+    try:
+        import onnx
+    except ImportError:
+        raise ValueError(
+            "counting an ONNX teacher's parameters needs the onnx package: pip install 'fedpse[onnx]'"
+        ) from None
+    graph = onnx.load(str(path), load_external_data=False).graph
+    return int(sum(math.prod(t.dims) for t in graph.initializer))
 
 
 def _fixed(dim) -> int | None:

@@ -85,25 +85,23 @@ def load_student(cfg: Config) -> tuple[nn.Module, dict]:
 def load_teacher(cfg: Config) -> tuple[nn.Module, dict]:
     """The teacher described by ``teacher.*`` (a trained GRU/ConvTasNet checkpoint or an ONNX file), in eval mode."""
     if cfg.teacher.arch == "onnx":
-        from fedpse.models.onnx_teacher import OnnxTeacher
+        from fedpse.models.onnx import build_onnx_teacher, resolve_block
 
-        o = cfg.teacher.onnx
-        teacher = OnnxTeacher(
-            o.path,
-            sample_rate=o.sample_rate,
-            framing=o.framing,
-            chunk_seconds=o.chunk_seconds,
-            hop_seconds=o.hop_seconds,
-            block_samples=o.block_samples,
-            shift_samples=o.shift_samples,
-        )
-        card = {"arch": "onnx", "path": str(o.path)}
+        block = resolve_block(dataclasses.asdict(cfg.teacher.onnx))
+        teacher = build_onnx_teacher(block)
+        card = {
+            "arch": "onnx",
+            "path": str(teacher.path),
+            "preset": block.get("preset"),
+            "files": [str(p) for p in teacher.files],
+            "params": teacher.param_count(),
+        }
         try:
             card["macs_per_second"] = sum(teacher.macs_breakdown().values())
         except ValueError as err:  # the ledger then records the teacher's MACs as unknown
             card["macs_per_second"], card["macs_error"] = None, str(err)
         wrapper = teacher.as_torch_teacher().eval()
-        wrapper.config = dataclasses.asdict(o)  # the whole block is part of the result-cache key
+        wrapper.config = block  # the whole (resolved) block is part of the result-cache key
         return wrapper, card
     model, card = _load_or_init(teacher_spec(cfg), cfg.teacher.checkpoint, "teacher.checkpoint")
     for p in model.parameters():

@@ -202,8 +202,7 @@ def test_unknown_modes_and_impossible_mode_settings_are_config_errors(tiny_world
     onnx = tiny_run_config(
         tiny_world, "federation.mode=teacher_weights", "teacher.arch=onnx", "teacher.onnx.path=x"
     )
-    with pytest.raises(ConfigError, match="ONNX teacher"):
-        check_federation(onnx)
+    check_federation(onnx)  # an ONNX teacher's graph goes down to the devices (test_onnx_teacher_weights.py)
 
 
 def test_more_users_than_the_world_has_is_a_clear_error(tiny_world, tmp_path):

@@ -7,6 +7,12 @@ all users selected in a round concurrently over Flower's ``Grid``: it pushes eac
 soon as the previous reply arrives, so server work for one user overlaps with other devices' training. Every
 message is charged to the ledger, from the message itself, by ``drive`` alone.
 
+Server work that batches across users is asked for by yielding a ``ServerWork`` (``TeacherRequest``: the teacher's
+pseudo-targets for a user's chunks) and gets its result back. On a CPU server ``drive`` runs it at once, alone,
+exactly where the conversation asked (the calls, results and ledger rows fedpse always had); on a GPU server (or
+with ``device.batch_on_cpu``) it parks the conversation and, once every conversation of the loop step has been
+advanced, runs the parked work of one kind together (one fixed-shape teacher pass over all users' chunks).
+
 Everything else a mode may do is a hook declared here as a documented no-op, overridden where a mode needs it:
 ``check`` (settings it cannot run with), ``restore`` (its in-memory state on resume) and ``finish`` (work after the
 last round, through a ``FinishContext``). Class attributes say how reports draw it (``color``, ``order``,
@@ -76,7 +82,28 @@ class Outcome:
     adapted: bool = False
 
 
-Conversation = Generator[Send, Message, Outcome]
+class ServerWork(abc.ABC):
+    """Server-side work a conversation yields instead of doing it, so that ``drive`` can gather the same kind of
+    work of all active conversations (``gather``) and run it together; the conversation receives ``run()``'s
+    result (or its exception, raised where it yielded)."""
+
+    @property
+    @abc.abstractmethod
+    def gather(self) -> bool:
+        """Whether ``drive`` parks this work to run it with others of its kind (False: at once, alone)."""
+
+    @abc.abstractmethod
+    def run(self) -> object:
+        """This work alone."""
+
+    @classmethod
+    @abc.abstractmethod
+    def run_together(cls, works: list) -> list[object]:
+        """Several works of this kind (from different conversations): one result or exception per work, in order,
+        each equal to what ``run()`` on a server of the same kind would give."""
+
+
+Conversation = Generator[Send | ServerWork, Message | object, Outcome]
 
 
 class ServerSide:
@@ -101,15 +128,37 @@ class ServerSide:
     def cache(self) -> ResultCache:
         return ResultCache(self.plan.cfg.federation.cache_dir)
 
+    @cached_property
+    def batches(self) -> bool:
+        """Whether server work is gathered across users (``ServerWork.gather``): on a GPU server, or on the CPU with
+        ``device.batch_on_cpu`` (a testing aid). On the CPU by default each user's work runs alone, as always."""
+        return self.device.type == "cuda" or self.plan.cfg.device.batch_on_cpu
+
+    @cached_property
+    def teacher_batch(self) -> int:
+        """Chunks per teacher pass: ``device.teacher_batch`` for a torch teacher on a GPU (or, with
+        ``device.batch_on_cpu``, on the CPU), else 1: the CPU's one chunk at a time, and any ONNX teacher (it has
+        no torch parameters and runs on the CPU)."""
+        on_gpu = model_device(self.teacher).type == "cuda"
+        torch_teacher = next(iter(self.teacher.parameters()), None) is not None
+        batched = on_gpu or (self.plan.cfg.device.batch_on_cpu and torch_teacher)
+        return self.plan.cfg.device.teacher_batch if batched else 1
+
     def teacher_outputs(self, chunks: list[np.ndarray], user: str | None = None) -> list[np.ndarray]:
         """The teacher's pseudo-targets for ``user``'s ``chunks`` (reused from the result cache when computed before;
         the caller charges the teacher's MACs either way). NaN or inf outputs raise ``NonFiniteOutputError``.
 
-        On a GPU the user's chunks go through the teacher ``device.teacher_batch`` at a time (fixed-shape passes:
-        a chunk's output does not depend on its companions, see ``pseudo_targets_batched``)."""
-        on_gpu = model_device(self.teacher).type == "cuda"  # not an ONNX teacher, which runs on the CPU
-        batch = self.plan.cfg.device.teacher_batch if on_gpu else 1
-        return self.cache.targets(self.teacher, self.teacher_key, chunks, user=user, batch=batch)
+        On a GPU the chunks go through the teacher ``device.teacher_batch`` at a time (fixed-shape passes: a chunk's
+        output does not depend on its companions, see ``pseudo_targets_batched``)."""
+        return self.cache.targets(self.teacher, self.teacher_key, chunks, user=user, batch=self.teacher_batch)
+
+    def ask_teacher(
+        self, chunks: list[np.ndarray], user: str
+    ) -> Generator[TeacherRequest, object, list[np.ndarray]]:
+        """``teacher_outputs(chunks, user)`` from inside a conversation: ``outputs = yield from
+        server.ask_teacher(...)`` lets ``drive`` batch it with other users' requests on a GPU."""
+        outputs = yield TeacherRequest(self, chunks, user)
+        return outputs  # type: ignore[return-value]
 
     def teacher_macs(self, audio_seconds: float) -> float:
         """MACs of running the teacher on ``audio_seconds`` of audio (NaN when they cannot be counted, e.g. an ONNX
@@ -118,6 +167,39 @@ class ServerSide:
             return forward_macs(self.teacher, audio_seconds)
         except ValueError:
             return float("nan")
+
+
+@dataclasses.dataclass
+class TeacherRequest(ServerWork):
+    """The teacher's pseudo-targets for one user's chunks (``ServerSide.ask_teacher``)."""
+
+    server: ServerSide
+    chunks: list[np.ndarray]
+    user: str
+
+    @property
+    def gather(self) -> bool:
+        return self.server.batches
+
+    def run(self) -> list[np.ndarray]:
+        return self.server.teacher_outputs(self.chunks, self.user)
+
+    @classmethod
+    def run_together(cls, works: list[TeacherRequest]) -> list[object]:
+        """All users' chunks through the teacher in one call: the same fixed-shape passes of
+        ``ServerSide.teacher_batch`` chunks as each user alone, so every chunk gets the very same output (and the
+        same result-cache entry); a non-finite output fails every request of the call (it stops the run anyway)."""
+        server = works[0].server
+        users = ", ".join(dict.fromkeys(w.user for w in works))
+        try:
+            outputs = server.teacher_outputs([c for w in works for c in w.chunks], users)
+        except Exception as err:
+            return [err] * len(works)
+        results, start = [], 0
+        for work in works:
+            results.append(outputs[start : start + len(work.chunks)])
+            start += len(work.chunks)
+        return results
 
 
 @dataclasses.dataclass(frozen=True)
@@ -254,6 +336,7 @@ def drive(
     waiting = list(reversed(jobs))
     active: dict[str, tuple[UserRound, Conversation]] = {}
     pending: dict[str, tuple[str, str, str, float]] = {}  # message id -> (user, type, reply kind, sent at)
+    parked: list[tuple[str, ServerWork]] = []  # conversations waiting for gathered server work
 
     def finish(user: str, outcome: Outcome) -> None:
         job, conversation = active.pop(user)
@@ -261,10 +344,19 @@ def drive(
         outcomes[user] = outcome
         on_done(job, outcome)
 
-    def advance(user: str, reply: Message | None) -> None:
+    def advance(user: str, reply: Message | object | None, error: BaseException | None = None) -> None:
+        """Resume ``user``'s conversation with ``reply`` (or raise ``error`` in it) up to its next message."""
         job, conversation = active[user]
         try:
-            send = conversation.send(reply)  # send(None) starts a fresh conversation
+            while True:  # send(None) starts a fresh conversation
+                send = conversation.throw(error) if error is not None else conversation.send(reply)
+                error = None
+                if not isinstance(send, ServerWork):
+                    break
+                if send.gather:
+                    parked.append((user, send))
+                    return
+                reply = send.run()  # the CPU path: at once, alone
         except StopIteration as stop:
             finish(user, stop.value)
             return
@@ -296,12 +388,27 @@ def drive(
         (message_id,) = grid.push_messages([message])
         pending[message_id] = (user, send.message_type, send.reply_kind, time.monotonic())
 
+    def run_parked() -> None:
+        """The parked server work, each kind together; the conversations resume in the order they asked (and may
+        ask again: a cloud student's fine-tuning after its teacher outputs)."""
+        while parked:
+            by_kind: dict[type, list[tuple[str, ServerWork]]] = {}
+            for user, work in parked:
+                by_kind.setdefault(type(work), []).append((user, work))
+            parked.clear()
+            for kind, asked in by_kind.items():
+                results = kind.run_together([work for _, work in asked])
+                for (user, _), result in zip(asked, results, strict=True):
+                    failed = isinstance(result, BaseException)
+                    advance(user, None if failed else result, result if failed else None)
+
     while waiting or pending:
         check_stop()
         while waiting and len(active) < max_in_flight:
             job = waiting.pop()
             active[job.user] = (job, strategy.conversation(job))
             advance(job.user, None)
+        run_parked()
         if not pending:
             continue
         replies = list(grid.pull_messages(list(pending)))
@@ -333,6 +440,7 @@ def drive(
                 **common,
             )
             advance(user, reply)
+        run_parked()
         now = time.monotonic()
         for message_id, (user, message_type, _, sent_at) in list(pending.items()):
             if now - sent_at > timeout_s:

@@ -5,6 +5,7 @@ the student's weights down. The device only installs them."""
 from __future__ import annotations
 
 import time
+from collections.abc import Generator
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,7 @@ from fedpse.federation.strategies.base import (
     DeliveryStrategy,
     Outcome,
     Send,
+    TeacherRequest,
     UserRound,
 )
 from fedpse.models.accelerator import role_device
@@ -85,13 +87,16 @@ class CloudStudent(DeliveryStrategy):
 
     def conversation(self, job: UserRound) -> Conversation:
         upload = yield from self.request_upload(job)
-        send, outcome = self.fine_tune(job, upload)
+        send, outcome = yield from self.fine_tune(job, upload)
         upload = None
         yield send  # the device installs the weights; its failure is recorded by the driver
         return outcome
 
-    def fine_tune(self, job: UserRound, upload: Message | None) -> tuple[Send, Outcome]:
-        """Keep the new uploads, run the teacher on them, fine-tune the user's student copy on the server."""
+    def fine_tune(
+        self, job: UserRound, upload: Message | None
+    ) -> Generator[TeacherRequest, object, tuple[Send, Outcome]]:
+        """Keep the new uploads, run the teacher on them (``drive`` may batch it with other users'), fine-tune the
+        user's student copy on the server."""
         started = time.perf_counter()
         copy = ServerCopy(self.plan, job.user)
         server_macs = 0.0
@@ -99,9 +104,8 @@ class CloudStudent(DeliveryStrategy):
             uploaded = decode_audio_record(upload.content["audio"])
             copy.keep_uploads(uploaded)
             noisy_new = [uploaded[name] for name in job.new]
-            copy.keep_targets(
-                dict(zip(job.new, self.server.teacher_outputs(noisy_new, job.user), strict=True))
-            )
+            targets = yield from self.server.ask_teacher(noisy_new, job.user)
+            copy.keep_targets(dict(zip(job.new, targets, strict=True)))
             server_macs += self.server.teacher_macs(sum(len(x) for x in noisy_new) / SAMPLE_RATE)
         noisy = copy.uploads(job.train_on)
         student, result = copy.fine_tune(noisy, copy.targets(job.train_on), job.round)

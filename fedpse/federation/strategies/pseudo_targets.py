@@ -4,6 +4,7 @@ pseudo-targets down, the device fine-tunes its student locally (it keeps earlier
 from __future__ import annotations
 
 import time
+from collections.abc import Generator
 
 from flwr.app import Message, RecordDict
 
@@ -14,6 +15,7 @@ from fedpse.federation.strategies.base import (
     DeliveryStrategy,
     Outcome,
     Send,
+    TeacherRequest,
     UserRound,
     record_adaptation,
 )
@@ -26,20 +28,23 @@ class PseudoTargets(DeliveryStrategy):
 
     def conversation(self, job: UserRound) -> Conversation:
         upload = yield from self.request_upload(job)
-        send = self.targets_message(job, upload)
+        send = yield from self.targets_message(job, upload)
         upload = None  # the audio is not kept on the server
         reply = yield send
         return record_adaptation(Outcome(job.user), reply)
 
-    def targets_message(self, job: UserRound, upload: Message | None) -> Send:
-        """Run the teacher on the uploaded chunks; the adapt message carries their pseudo-targets."""
+    def targets_message(
+        self, job: UserRound, upload: Message | None
+    ) -> Generator[TeacherRequest, object, Send]:
+        """Run the teacher on the uploaded chunks (``drive`` may batch it with other users'); the adapt message
+        carries their pseudo-targets."""
         content = RecordDict({"task": self.task(job, train_on=job.train_on, targets_from="message")})
         if upload is None:  # nothing new: the device adapts on the targets it already holds
             return Send("train.adapt", content, kind="control", reply_kind="metrics")
         started = time.perf_counter()
         uploaded = decode_audio_record(upload.content["audio"])
         noisy = [uploaded[name] for name in job.new]
-        targets = self.server.teacher_outputs(noisy, job.user)
+        targets = yield from self.server.ask_teacher(noisy, job.user)
         content["targets"] = encode_targets(
             dict(zip(job.new, targets, strict=True)), self.fed.targets_precision
         )

@@ -1,14 +1,14 @@
 """``teacher_weights``: the teacher's weights go down once per device (cached there afterwards); the device runs
-the teacher on its own chunks and fine-tunes locally. No audio ever leaves the device."""
+the teacher on its own chunks and fine-tunes locally. No audio ever leaves the device. An ONNX teacher goes down as
+its graph file(s), byte for byte, with its ``teacher.onnx`` block; the device runs it with the server's loader."""
 
 from __future__ import annotations
 
 import json
 
-from flwr.app import RecordDict
+from flwr.app import ArrayRecord, RecordDict
 
-from fedpse.config import Config, ConfigError
-from fedpse.federation.payloads import encode_weights
+from fedpse.federation.payloads import encode_files, encode_weights
 from fedpse.federation.strategies.base import (
     Conversation,
     DeliveryStrategy,
@@ -17,6 +17,8 @@ from fedpse.federation.strategies.base import (
     UserRound,
     record_adaptation,
 )
+from fedpse.models.onnx import onnx_files
+from fedpse.models.onnx_teacher import TorchOnnxTeacher
 from fedpse.models.registry import model_spec
 
 
@@ -25,26 +27,18 @@ class TeacherWeights(DeliveryStrategy):
     inner_capable = True
     color, order = "#2ca02c", 3
 
-    @classmethod
-    def check(cls, cfg: Config) -> None:
-        if cfg.teacher.arch == "onnx":
-            raise ConfigError(
-                "federation.mode='teacher_weights' ships the teacher's weights to devices; "
-                "an ONNX teacher (teacher.arch='onnx') has none: use a gru/convtasnet teacher or another mode"
-            )
-
     def __init__(self, server):
         super().__init__(server)
         self.devices_with_teacher: set[str] = set()  # confirmed by a successful reply
 
     def conversation(self, job: UserRound) -> Conversation:
         first = job.user not in self.devices_with_teacher
-        extra = {"teacher_spec": json.dumps(model_spec(self.server.teacher))} if first else {}
+        extra, download = self._teacher_download() if first else ({}, None)
         content = RecordDict(
             {"task": self.task(job, train_on=job.train_on, targets_from="device_teacher", **extra)}
         )
-        if first:
-            content["teacher"] = encode_weights(self.server.teacher.state_dict(), self.fed.weights_precision)
+        if download is not None:
+            content["teacher"] = download
         reply = yield Send(
             "train.adapt",
             content,
@@ -53,6 +47,15 @@ class TeacherWeights(DeliveryStrategy):
         )
         self.devices_with_teacher.add(job.user)
         return record_adaptation(Outcome(job.user), reply)
+
+    def _teacher_download(self) -> tuple[dict, ArrayRecord]:
+        """What the device needs to run the teacher: spec + weights, or an ONNX teacher's block + graph files."""
+        teacher = self.server.teacher
+        if isinstance(teacher, TorchOnnxTeacher):
+            files = {f"stage{k}.onnx": path.read_bytes() for k, path in enumerate(onnx_files(teacher.config))}
+            return {"teacher_onnx": json.dumps(teacher.config)}, encode_files(files)
+        spec = {"teacher_spec": json.dumps(model_spec(teacher))}
+        return spec, encode_weights(teacher.state_dict(), self.fed.weights_precision)
 
     def restore(self, ledger_rows: list[dict]) -> None:
         """A resumed run: the devices that confirmed a teacher download (``ledger.csv`` rows of committed work)."""
