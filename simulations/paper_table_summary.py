@@ -1,12 +1,13 @@
 """paper_table's summaries: per (SNR, student, teacher) cell means over users, and the Markdown tables of them (the
-paper-shaped table, the gains and gap closure, the premise table that README.md and RESULTS.md repeat)."""
+paper-shaped table, the gains and gap closure, the premise table that README.md and RESULTS.md repeat, the public
+ONNX teachers next to the shipped GRU teachers)."""
 
 from __future__ import annotations
 
 import math
 
 import numpy as np
-from paper_table_setup import TEACHER_LABELS, TEACHERS
+from paper_table_setup import BUILTIN_TEACHERS, PUBLIC_TEACHERS, TEACHER_LABELS, TEACHERS
 from studylib import StudyError, md_table, num
 
 
@@ -16,6 +17,7 @@ def summarise(rows: list[dict]) -> dict:
     closure = np.array([r["gap_closure"] for r in rows], dtype=float)
     gap = float(np.mean([r["si_sdr_teacher"] - r["si_sdr_generic"] for r in rows]))
     finite = np.isfinite(closure).any()
+    walls = [r["teacher_wall_seconds"] for r in rows if r.get("teacher_wall_seconds") is not None]
     return {
         "users": len(rows),
         "mixture": float(np.mean([r["si_sdr_noisy"] for r in rows])),
@@ -30,6 +32,15 @@ def summarise(rows: list[dict]) -> dict:
         "teacher_minus_generic": gap,
         "steps_mean": float(np.mean([r["steps"] for r in rows])),
         "adapt_wall_seconds_mean": float(np.mean([r["adapt_wall_seconds"] for r in rows])),
+        "worst_gain": float(gains.min()),
+        "worst_user": rows[int(gains.argmin())]["user"],
+        "teacher_below_generic": int(sum(r["si_sdr_teacher"] < r["si_sdr_generic"] for r in rows)),
+        # rows computed before these columns existed lack them; a teacher's outputs read from the cache have no wall
+        "teacher_macs_per_second": next(
+            (r["teacher_macs_per_second"] for r in rows if r.get("teacher_macs_per_second") is not None), None
+        ),
+        "teacher_wall_seconds_mean": float(np.mean(walls)) if walls else None,
+        "teacher_wall_users": len(walls),
     }
 
 
@@ -48,8 +59,21 @@ def tabulate(rows: list[dict]) -> dict:
     }
 
 
+def only_teachers(table: dict, teachers: list[str]) -> dict:
+    """``table`` without the cells of other teachers (and without the SNRs and students left empty)."""
+    out: dict = {}
+    for snr, by_h in table.items():
+        for h, by_t in by_h.items():
+            kept = {t: c for t, c in by_t.items() if t in teachers}
+            if kept:
+                out.setdefault(snr, {})[h] = kept
+    return out
+
+
 def markdown(table: dict, teachers: list[str], sweep: dict | None = None) -> str:
-    """The paper-shaped table (SI-SDR means, dB) and a second table of gains, users improved and gap closure."""
+    """The paper-shaped table (SI-SDR means, dB) of ``teachers`` and a second table of gains, users improved and gap
+    closure."""
+    table = only_teachers(table, teachers)
     text = md_paper(table, teachers) if table else ""
     if sweep:
         text += (
@@ -129,11 +153,12 @@ def md_premise(table: dict, student: int = 32, snrs: tuple[float, ...] = (0.0, 5
 
     The README's "Zero-shot adaptation on held-out users" tables; a lead of at least ``PREMISE_DB`` is in bold.
     """
+    table = only_teachers(table, list(BUILTIN_TEACHERS))  # public ONNX teachers: md_public_teachers
     cells = [(snr, table.get(f"{snr:g}", {}).get(str(student), {})) for snr in snrs]
     cells = [(snr, by_t) for snr, by_t in cells if by_t]
     if not cells:
         raise StudyError(f"the paper table has no 2×{student} rows at {', '.join(f'{s:g}' for s in snrs)} dB")
-    teachers = [t for t in TEACHERS if any(t in by_t for _, by_t in cells)]
+    teachers = [t for t in BUILTIN_TEACHERS if any(t in by_t for _, by_t in cells)]
     means = []
     for snr, by_t in cells:
         first = next(iter(by_t.values()))
@@ -181,4 +206,84 @@ def md_premise(table: dict, student: int = 32, snrs: tuple[float, ...] = (0.0, 5
         ],
         detail,
     )
+    return text
+
+
+def md_public_teachers(
+    results: dict, student: int = 32, compare: tuple[str, ...] = ("gru", "gru-log")
+) -> str:
+    """Per input SNR, each public ONNX teacher (``PUBLIC_TEACHERS``) as the teacher of the 2×``student`` student, next
+    to the shipped ``compare`` teachers on the same users: the teacher's lead, the student's gain, users improved,
+    the worst user, the teacher's MACs per second of audio and its wall per user.
+
+    ``results`` is paper_table's ``results.json`` (its ``rows``; ``teachers`` gives the MACs of rows computed before
+    the rows recorded them). The users of an SNR are those every public teacher there has a row for; a shipped
+    teacher without a row for each of them is left out.
+    """
+    by_cell: dict[tuple[float, str], dict[str, dict]] = {}
+    for r in results.get("rows", []):
+        if int(r["student"]) == student:
+            by_cell.setdefault((float(r["snr_db"]), r["teacher"]), {})[r["user"]] = r
+    snrs = sorted({snr for snr, t in by_cell if t in PUBLIC_TEACHERS})
+    if not snrs:
+        raise StudyError(
+            f"the paper table has no rows of a public teacher ({', '.join(PUBLIC_TEACHERS)}) with the 2×{student} "
+            "student; run simulations/paper_table.py --teachers " + " ".join(PUBLIC_TEACHERS)
+        )
+    costs = results.get("teachers", {})
+    text = (
+        f"The 2×{student} student fine-tuned on each teacher's pseudo-targets, per input SNR, on the users every "
+        "public teacher was run on (the shipped GRU teachers on the same users, for comparison). SI-SDR (dB); gain = "
+        "adapted − generic student; worst user = the smallest gain; teacher < generic = users on whom the teacher "
+        "itself scores below the generic student; MACs: forward multiply-accumulates per second of audio (an ONNX "
+        "teacher counted from its graph); teacher s/user: wall of the teacher's pseudo-targets for one user's "
+        "adaptation audio on one core (– where they were read from the result cache of an earlier run).\n"
+    )
+    for snr in snrs:
+        public = [t for t in PUBLIC_TEACHERS if (snr, t) in by_cell]
+        users = sorted(set.intersection(*(set(by_cell[(snr, t)]) for t in public)))
+        lines, first = [], None
+        for t in [*compare, *public]:
+            cell = by_cell.get((snr, t), {})
+            if not all(u in cell for u in users):
+                continue
+            c = summarise([cell[u] for u in users])
+            first = first or c
+            macs = c["teacher_macs_per_second"]
+            if macs is None:
+                macs = costs.get(t, {}).get("macs_per_second")
+            wall = c["teacher_wall_seconds_mean"]
+            lines.append(
+                [
+                    TEACHER_LABELS[t] + ("" if t in BUILTIN_TEACHERS else " (ONNX preset)"),
+                    num(c["teacher"]),
+                    num(c["teacher_minus_generic"], signed=True),
+                    num(c["adapted"]),
+                    num(c["gain_mean"], signed=True),
+                    f"{c['improved_pct']:.0f} %",
+                    f"{num(c['worst_gain'], signed=True)} ({c['worst_user']})",
+                    f"{c['teacher_below_generic']} / {c['users']}",
+                    "–" if macs is None else f"{macs / 1e6:.1f} M",
+                    "–" if wall is None else f"{wall:.1f}",
+                ]
+            )
+        text += (
+            f"\n**{num(snr, 0)} dB input SNR**, {len(users)} users: mixture {num(first['mixture'])}, "
+            f"generic 2×{student} {num(first['generic'])}.\n\n"
+        )
+        text += md_table(
+            [
+                "teacher",
+                "teacher SI-SDR",
+                "teacher − generic",
+                "adapted",
+                "mean gain",
+                "users improved",
+                "worst user",
+                "teacher < generic",
+                "MACs/s",
+                "teacher s/user",
+            ],
+            lines,
+        )
     return text

@@ -18,6 +18,8 @@ RESULTS.md holds every result with its command and wall time next to it; README.
 - ``paper_table``: ``table.md`` as written by ``simulations/paper_table.py``;
 - ``premise``: the 2×32 student at 0 and 5 dB with every teacher, from the paper table's ``results.json``
   (``paper_table.md_premise``: the issue's table in the paper's shape and the teachers' lead over the student);
+- ``public_teachers``: the public ONNX teachers (NSNet2, DTLN) beside the GRU teachers on the same users, from the
+  paper table's ``results.json`` (``paper_table.md_public_teachers``);
 - ``steps_sweep``: ``table.md`` of a ``paper_table.py --sweep … --sweep-only`` run;
 - ``mask_ceiling``: ``table.md`` of ``simulations/mask_ceiling.py``;
 - ``pool_gap``: ``table.md`` of ``simulations/pool_gap.py``;
@@ -42,7 +44,16 @@ from pathlib import Path
 from studylib import REPO, StudyError, run_main
 
 TARGETS = ("README.md", "RESULTS.md")  # the files whose generated blocks are rewritten and checked by default
-STUDIES = ("paper_table", "premise", "steps_sweep", "mask_ceiling", "pool_gap", "privacy_compute", "scale")
+STUDIES = (
+    "paper_table",
+    "premise",
+    "public_teachers",
+    "steps_sweep",
+    "mask_ceiling",
+    "pool_gap",
+    "privacy_compute",
+    "scale",
+)
 START = re.compile(r"^<!-- results: (?P<study>\S+) (?P<folder>\S+) -->$")
 END = "<!-- /results -->"
 
@@ -75,15 +86,27 @@ def _privacy_compute(folder: Path, label: str) -> str:
     )
 
 
+def _paper_results(folder: Path, key: str) -> dict:
+    path = folder / "results.json"
+    try:
+        results = json.loads(_read(path, "the paper table's results"))
+    except json.JSONDecodeError as err:
+        raise StudyError(f"{path}: not a paper_table results file ({err})") from None
+    if not isinstance(results, dict) or key not in results:
+        raise StudyError(f"{path}: not a paper_table results file (no {key!r})")
+    return results
+
+
 def _premise(folder: Path) -> str:
     import paper_table
 
-    path = folder / "results.json"
-    try:
-        table = json.loads(_read(path, "the paper table's results"))["table"]
-    except (json.JSONDecodeError, KeyError, TypeError) as err:
-        raise StudyError(f"{path}: not a paper_table results file ({err})") from None
-    return paper_table.md_premise(table)
+    return paper_table.md_premise(_paper_results(folder, "table")["table"])
+
+
+def _public_teachers(folder: Path) -> str:
+    import paper_table
+
+    return paper_table.md_public_teachers(_paper_results(folder, "rows"))
 
 
 def generate(study: str, folder: Path, label: str) -> str:
@@ -94,6 +117,8 @@ def generate(study: str, folder: Path, label: str) -> str:
         return _read(folder / "table.md", f"the {study} table")
     if study == "premise":
         return _premise(folder)
+    if study == "public_teachers":
+        return _public_teachers(folder)
     if study == "scale":
         return _read(folder / "scale.md", "the scale study's table")
     return _privacy_compute(folder, label)

