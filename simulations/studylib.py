@@ -10,7 +10,6 @@ import importlib.util
 import json
 import math
 import sys
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -61,13 +60,13 @@ def prepare_out(out: str | Path) -> Path:
     path = Path(out).expanduser()
     if path.exists() and not path.is_dir():
         raise StudyError(f"--out {path}: exists and is not a folder")
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-"):
-            pass
-    except OSError as err:
-        raise StudyError(f"--out {path}: cannot write there ({err.strerror or err})") from None
+    from fedpse.paths import UnwritableDirError, ensure_writable_dir
     from fedpse.results.lock import RunLockedError, hold
+
+    try:
+        ensure_writable_dir(path, "--out")
+    except UnwritableDirError as err:
+        raise StudyError(f"--out {err}") from None
 
     try:
         hold(path)  # one writer per output folder, held until the study's process ends
