@@ -171,6 +171,39 @@ class AdaptConfig:
     eval_every: int = _f(50, "check agreement with the teacher on held-out chunks every N steps", min=1)
     patience: int = _f(4, "stop after this many checks without improvement (0 = never stop early)", min=0)
     threads: int = _f(1, "torch threads", min=1, max=256)
+    guard: str = _f(
+        "off",
+        "personalization guard, run where the adaptation runs: off; on (probe mixtures: held-out clean probe "
+        "speech + the user's own noise estimate, fine-tuned vs generic student; keep the generic one if worse); "
+        "dnsmos (DNSMOS OVR of fine-tuned vs generic outputs on the user's held-out chunks; needs the extra)",
+        choices=["off", "on", "dnsmos"],
+    )
+    guard_margin_db: float = _f(
+        0.0,
+        "keep the fine-tuned student only if its guard score is at least the generic student's minus this "
+        "(dB for guard=on, MOS points x 10 for guard=dnsmos)",
+        min=0.0,
+    )
+    guard_probe_seconds: float = _f(
+        16.0, "guard=on: seconds of probe mixtures built per user (4 s each)", min=1.0, max=600.0
+    )
+    refresh: str = _f(
+        "off",
+        "teacher refresh during adaptation (beyond the paper): off; sequential (every refresh_every steps the "
+        "pseudo-targets are replaced by the student's own outputs); ema (targets from an EMA copy of the "
+        "student, blended in after the first refresh_every steps); remix (bootstrapped remixing: the target's "
+        "speech estimate + a permuted noise estimate = new training mixtures); remix_ema (both)",
+        choices=["off", "sequential", "ema", "remix", "remix_ema"],
+    )
+    refresh_every: int = _f(25, "steps per refresh generation (sequential / ema warm-up)", min=1)
+    ema_decay: float = _f(0.99, "refresh=ema / remix_ema: decay of the EMA student per step", min=0.0, max=1.0)
+    refresh_mix: float = _f(
+        0.5,
+        "refresh=sequential / ema / remix_ema: weight of the refreshed (student-made) targets against the "
+        "teacher's pseudo-targets once refreshed (1 = the student's only)",
+        min=0.0,
+        max=1.0,
+    )
 
 
 # ------------------------------------------------------------------------------------------------ device
