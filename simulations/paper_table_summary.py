@@ -41,6 +41,17 @@ def summarise(rows: list[dict]) -> dict:
         ),
         "teacher_wall_seconds_mean": float(np.mean(walls)) if walls else None,
         "teacher_wall_users": len(walls),
+        # adapt.guard on: users whose generic student it kept, and the mean gain had it adopted every fine-tuned one
+        **(
+            {
+                "guard_kept_generic": sum(r["guard_decision"] == "kept_generic" for r in rows),
+                "gain_unguarded_mean": float(
+                    np.mean([r["si_sdr_unguarded"] - r["si_sdr_generic"] for r in rows])
+                ),
+            }
+            if all("guard_decision" in r for r in rows)
+            else {}
+        ),
     }
 
 

@@ -26,7 +26,11 @@ RESULTS.md holds every result with its command and wall time next to it; README.
 - ``privacy_compute``: the rows of ``results.json`` at the largest adaptation minutes (every mode × precision ×
   codec) with the best cell per cost, in ``simulations/privacy_compute.py``'s own table format (all minutes stay
   in that folder's ``tradeoff.md``);
-- ``scale``: ``scale.md`` as written by ``simulations/scale.py``.
+- ``scale``: ``scale.md`` as written by ``simulations/scale.py``;
+- ``personalization``: ``table.md`` of ``simulations/personalization.py`` (plain KD vs guard vs teacher refresh);
+- ``heldout``: ``table.md`` of ``simulations/heldout.py`` (teachers on worlds no model trained on);
+- ``dnsmos_rank``: ``table.md`` of ``simulations/dnsmos_rank.py`` (DNSMOS vs SI-SDR rank correlation; generated
+  from the committed file, so checking it needs no DNSMOS package).
 
 ``tests/simulations/test_simulations.py`` runs the check over every file of ``TARGETS``, so a table that differs from the
 committed result files fails the test suite: re-run the study (its command is next to each block), then this
@@ -53,6 +57,19 @@ STUDIES = (
     "pool_gap",
     "privacy_compute",
     "scale",
+    "personalization",
+    "heldout",
+    "dnsmos_rank",
+)
+# studies whose block is their results folder's table.md, as the study wrote it
+TABLE_MD_STUDIES = (
+    "paper_table",
+    "steps_sweep",
+    "mask_ceiling",
+    "pool_gap",
+    "personalization",
+    "heldout",
+    "dnsmos_rank",
 )
 START = re.compile(r"^<!-- results: (?P<study>\S+) (?P<folder>\S+) -->$")
 END = "<!-- /results -->"
@@ -113,7 +130,7 @@ def generate(study: str, folder: Path, label: str) -> str:
     """The text of one generated block (without its markers)."""
     if study not in STUDIES:
         raise StudyError(f"unknown study {study!r} (expected {', '.join(STUDIES[:-1])} or {STUDIES[-1]})")
-    if study in ("paper_table", "steps_sweep", "mask_ceiling", "pool_gap"):
+    if study in TABLE_MD_STUDIES:
         return _read(folder / "table.md", f"the {study} table")
     if study == "premise":
         return _premise(folder)

@@ -30,10 +30,11 @@ from fedpse.config.schema import (
     DeviceConfig,
     OnnxTeacherConfig,
     PretrainConfig,
+    ScoringConfig,
     StudentConfig,
     TeacherConfig,
 )
-from fedpse.config.world import NoiseConfig, RoomConfig, SpeechConfig, WorldConfig
+from fedpse.config.world import NeuralTtsConfig, NoiseConfig, RoomConfig, SpeechConfig, WorldConfig
 
 __all__ = [
     "AdaptConfig",
@@ -45,10 +46,12 @@ __all__ = [
     "FaultsConfig",
     "FedAvgConfig",
     "FederationConfig",
+    "NeuralTtsConfig",
     "NoiseConfig",
     "OnnxTeacherConfig",
     "PretrainConfig",
     "RoomConfig",
+    "ScoringConfig",
     "SpeechConfig",
     "StudentConfig",
     "TeacherConfig",

@@ -135,6 +135,10 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
         if dataclasses.is_dataclass(tp):
             kwargs[name] = _build(tp, value, key)
         else:
+            choices = fields[name].metadata.get("choices", ())
+            if isinstance(value, bool) and ("on" if value else "off") in choices:
+                # YAML 1.1 reads a bare on / off (--set key=on) as true / false
+                value = "on" if value else "off"
             kwargs[name] = _coerce(value, tp, key)
             _check_limits(kwargs[name], fields[name].metadata, key)
     obj = cls(**kwargs)

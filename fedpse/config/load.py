@@ -19,7 +19,7 @@ def _validate_whole(cfg: Config) -> None:
     # Which noise families exist is the world's business: ``fedpse.world.reader.check_world_config``.
     if not cfg.world.noise.families:
         raise ConfigError("world.noise.families: expected at least one family")
-    if cfg.world.speech.source != "tts" and not cfg.world.speech.path:
+    if cfg.world.speech.source in ("librispeech", "folders") and not cfg.world.speech.path:
         raise ConfigError(f"world.speech.path: required when world.speech.source={cfg.world.speech.source!r}")
     if cfg.teacher.arch == "onnx":
         _validate_onnx(cfg.teacher.onnx)

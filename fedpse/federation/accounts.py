@@ -18,9 +18,15 @@ from fedpse.federation.ledger import Ledger, stored
 from fedpse.federation.plan import RunPlan
 from fedpse.federation.strategies.base import UserRound
 from fedpse.models.macs import count_params
-from fedpse.results.store import EVALUATION_COLUMNS, SCORE_COLUMNS, USER_COLUMNS
+from fedpse.results.store import (
+    EVALUATION_COLUMNS,
+    GUARD_COLUMNS,
+    SCORE_COLUMNS,
+    USER_COLUMNS,
+    RunStore,
+)
 
-SCORE_KEYS = [c for c in EVALUATION_COLUMNS if c.startswith(("si_sdr_", "pesq_", "stoi_"))]
+SCORE_KEYS = [c for c in EVALUATION_COLUMNS if c.startswith(("si_sdr_", "pesq_", "stoi_", "dnsmos_"))]
 
 
 @dataclasses.dataclass
@@ -41,6 +47,8 @@ class UserState:
     adapt_steps: int = 0
     scores: dict[str, float] = dataclasses.field(default_factory=dict)  # of the last completed round
     scored_round: int | None = None
+    # the guard's decision and scores in the last completed round (adapt.guard on)
+    guard: dict = dataclasses.field(default_factory=dict)
     sim_seconds: float = 0.0  # the device's simulated time in all its rounds
 
 
@@ -70,6 +78,15 @@ def finite(value):
     if isinstance(value, float) and math.isnan(value):
         return None
     return value
+
+
+def guard_counts(rows: list[dict]) -> dict:
+    """``{"guard": {"adopted": n, "kept_generic": m}}``: users by the guard's decision in their last completed
+    round (nothing when no decision was made: the guard is off)."""
+    decisions = [r["guard_decision"] for r in rows if r.get("guard_decision")]
+    if not decisions:
+        return {}
+    return {"guard": {d: decisions.count(d) for d in ("adopted", "kept_generic")}}
 
 
 class Accounts:
@@ -120,6 +137,7 @@ class Accounts:
                 state.used_seconds = max(state.used_seconds, sum(seconds[n] for n in trained))
             state.delivered += [n for n in job.new if n not in state.delivered]
             state.scores, state.scored_round = scores, job.round
+            state.guard = only(attempt, GUARD_COLUMNS)
 
     # ------------------------------------------------------------------------------------------- tables
     def status(self, user: str) -> str:
@@ -154,6 +172,9 @@ class Accounts:
             noisy, generic, teacher = s["si_sdr_noisy"], s["si_sdr_generic"], s["si_sdr_teacher"]
             row.update(score_row(noisy, generic, s["si_sdr_personalized"], teacher))
             row["si_sdri_db"] = s["si_sdr_personalized"] - s["si_sdr_noisy"]
+            if "si_sdr_unguarded" in s:
+                row["gain_unguarded_db"] = s["si_sdr_unguarded"] - generic
+        row.update(state.guard)
         return row
 
     def summary(self, student: nn.Module, teacher: nn.Module, clock: dict, wall_seconds: float) -> dict:
@@ -162,7 +183,8 @@ class Accounts:
         rows = [self.user_row(u) for u in self.plan.users]
         scored = [r for r in rows if "si_sdr_personalized" in r]
         totals = self.ledger.totals()
-        means = {key: mean(r.get(key) for r in scored) for key in SCORE_COLUMNS}
+        columns = RunStore(self.plan.run_dir).columns("users")  # DNSMOS means only where the run scored it
+        means = {key: mean(r.get(key) for r in scored) for key in SCORE_COLUMNS if key in columns}
         summary = {
             "mode": fed.mode,
             "run_dir": str(self.plan.run_dir),
@@ -192,5 +214,6 @@ class Accounts:
             "precision": {"weights": fed.weights_precision, "targets": fed.targets_precision},
             "upload_codec": fed.upload_codec,
             "wall_seconds": wall_seconds,
+            **guard_counts(rows),
         }
         return finite(summary)

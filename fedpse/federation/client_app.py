@@ -5,7 +5,8 @@ Message types it answers (the server's strategies decide which it sends):
 - ``query.hello``   -> which user this device carries (Flower partition id -> user id of the run)
 - ``train.upload``  -> the requested noisy chunks, encoded (FLAC or Opus)
 - ``train.adapt``   -> fine-tune the persistent student with ``distill.adapt`` on pseudo-targets that arrived in the
-  message (pseudo_targets) or that the device computes with its cached teacher (teacher_weights)
+  message (pseudo_targets) or that the device computes with its cached teacher (teacher_weights); with
+  ``adapt.guard`` the fine-tuned student is kept only if the guard finds it no worse than the generic one
 - ``train.install`` -> replace the student with weights from the server (cloud_student, oracle_clean)
 - ``train.share``   -> the student's weight delta from the generic student (fedavg_generic, after the last round)
 
@@ -28,6 +29,7 @@ from flwr.clientapp import ClientApp
 from fedpse.audio.io import SAMPLE_RATE
 from fedpse.distill.adapt import adapt
 from fedpse.distill.cache import ResultCache, model_key
+from fedpse.distill.guard import TeacherCheck
 from fedpse.federation.device import Device, generic_student
 from fedpse.federation.payloads import (
     content_bytes,
@@ -36,6 +38,7 @@ from fedpse.federation.payloads import (
     decode_weights,
     encode_audio,
     encode_weights,
+    guard_metrics,
 )
 from fedpse.federation.plan import RunPlan
 from fedpse.models.accelerator import client_device, release_memory
@@ -140,15 +143,22 @@ def adapt_student(message: Message, context: Context) -> Message:
         teacher_macs = forward_macs(teacher, sum(len(x) for x in noisy) / SAMPLE_RATE)
     noisy = [device.audio.chunk(n) for n in train_on]
     student = device.student().to(compute)
+    adapt_cfg = device.plan.round_adapt()
+    # the guard compares with the generic student the device started with, whatever earlier rounds made of it
+    generic = generic_student(device.plan).to(compute) if adapt_cfg.guard != "off" else None
     result = adapt(
         student,
         noisy,
         device.targets(train_on),
-        device.plan.round_adapt(),
+        adapt_cfg,
         seed=device.plan.adapt_seed(device.user_id, round_number),
         user=device.user_id,
+        generic=generic,
+        teacher=_checked_teacher(device, task, adapt_cfg.guard, compute),
     )
     device.save_student(student, round_number)  # written from CPU tensors
+    if result.guard != "off":
+        device.keep_unguarded(result.finetuned_state, round_number)
     release_memory(compute)  # an idle actor keeps only its CUDA context
     return _reply(
         message,
@@ -159,7 +169,20 @@ def adapt_student(message: Message, context: Context) -> Message:
         train_audio_seconds=result.train_audio_seconds,
         adapt_audio_seconds=sum(len(x) for x in noisy) / SAMPLE_RATE,
         adapt_wall_seconds=result.wall_seconds,
+        **guard_metrics(result.guard_columns()),
     )
+
+
+def _checked_teacher(device: Device, task: ConfigRecord, guard: str, compute: torch.device):
+    """What the guard (``adapt.guard=on``) checks the teacher with: the device's own teacher (teacher_weights), or
+    the check the server made and sent (pseudo_targets); None otherwise (guard=dnsmos checks the pseudo-targets)."""
+    if guard != "on":
+        return None
+    if task.get("targets_from") == "device_teacher":
+        return device.teacher().to(compute)
+    if "guard_teacher_db" in task:
+        return TeacherCheck(float(task["guard_generic_db"]), float(task["guard_teacher_db"]))
+    return None
 
 
 @app.train("install")

@@ -4,6 +4,8 @@ State lives in files under ``<run dir>/devices/<user>/`` (not in Flower's ``Cont
 with every message), so memory stays flat in the number of users and any actor can serve any device:
 
     student.pt            the personalized student (fp32), absent until the first adaptation (= generic student)
+    unguarded_student.pt  the fine-tuned student the guard turned down in the last round (adapt.guard; simulation
+                          only: what the evaluator scores as "without the guard"; a real device would drop it)
     teacher.pt            the teacher, cached after its one download (teacher_weights mode)
     teacher_onnx/         ... or an ONNX teacher: its graph file(s) as sent and teacher.json, its teacher.onnx block
     targets/<chunk>.npy   pseudo-targets received (pseudo_targets) or computed on the device (teacher_weights)
@@ -53,6 +55,21 @@ def generic_student(plan: RunPlan) -> nn.Module:
     return copy.deepcopy(_generic_student(str(path), path.stat().st_mtime))
 
 
+def keep_unguarded(
+    plan: RunPlan, path: Path, state_dict: dict[str, torch.Tensor] | None, round_number: int, user: str
+) -> None:
+    """Write (or, for None, remove) the fine-tuned student a guard turned down at ``path`` (device or server side)."""
+    if state_dict is None:
+        path.unlink(missing_ok=True)
+        Path(str(path) + ".card.json").unlink(missing_ok=True)
+        return
+    model = generic_student(plan)
+    model.load_state_dict(state_dict)
+    save_checkpoint(
+        path, model, card={"user": user, "round": round_number, "guard": "kept_generic"}, dtype="fp32"
+    )
+
+
 class Device:
     """A user's device in run ``plan``."""
 
@@ -77,6 +94,14 @@ class Device:
         save_checkpoint(
             self.student_path, model, card={"user": self.user_id, "round": round_number}, dtype="fp32"
         )
+
+    @property
+    def unguarded_path(self) -> Path:
+        return self.root / "unguarded_student.pt"
+
+    def keep_unguarded(self, state_dict: dict[str, torch.Tensor] | None, round_number: int) -> None:
+        """Keep the fine-tuned student the guard turned down (None: it adopted it; any older one is dropped)."""
+        keep_unguarded(self.plan, self.unguarded_path, state_dict, round_number, self.user_id)
 
     def install_student(self, state_dict: dict[str, torch.Tensor], round_number: int) -> nn.Module:
         """Replace the student with weights received from the server (cloud_student, oracle_clean)."""

@@ -5,7 +5,9 @@ device's storage as a simulation-only observer (not a message, not in the ledger
 change during a run (noisy mixture, generic student, teacher) are computed once per user and kept in-process and in
 the result cache (``federation.cache_dir``, see ``distill/cache.py``), keyed by world, user and model weights, so
 later runs of a sweep reuse them. Models are scored on ``device.scoring`` (scores computed on a GPU are cached apart
-from the CPU's: they differ by float rounding).
+from the CPU's: they differ by float rounding). With ``scoring.dnsmos`` each model's outputs (and the noisy
+mixtures) are also scored by DNSMOS P.835, a non-intrusive score that never sees the clean references; like SI-SDR,
+that is the simulator's evaluation and is charged to no one.
 """
 
 from __future__ import annotations
@@ -22,7 +24,10 @@ from fedpse.distill.cache import ResultCache, model_key
 from fedpse.federation.device import Device, generic_student
 from fedpse.federation.plan import RunPlan
 from fedpse.models.accelerator import model_device, role_device
+from fedpse.models.checkpoints import load_checkpoint
+from fedpse.models.dnsmos import DnsmosScorer, load_dnsmos
 from fedpse.models.finite import check_outputs
+from fedpse.results.store import DNSMOS_MODELS
 
 _BASELINES: dict[str, dict[str, float]] = {}
 
@@ -34,6 +39,7 @@ class Evaluator:
         self.plan = plan
         self.pesq_stoi = plan.cfg.federation.pesq_stoi
         self.device = role_device(plan.cfg, "scoring")
+        self.dnsmos: DnsmosScorer | None = load_dnsmos(self.device) if plan.cfg.scoring.dnsmos else None
         self._generic = generic_student(plan).to(self.device)
         self._teacher: nn.Module | None = None
         self._keys = {"generic": model_key(self._generic)}
@@ -70,7 +76,16 @@ class Evaluator:
         if self.pesq_stoi:
             out[f"pesq_{name}"] = float(np.nanmean([pesq_wb(e, y) for e, y in zip(est, clean, strict=True)]))
             out[f"stoi_{name}"] = float(np.mean([stoi(e, y) for e, y in zip(est, clean, strict=True)]))
+        out.update(self._dnsmos(est, name))
         return out
+
+    def _dnsmos(self, audio: list[np.ndarray], name: str) -> dict[str, float]:
+        """``dnsmos_{sig,bak,ovr}_<name>``: DNSMOS of ``audio`` (a model's outputs or the noisy mixtures, never
+        the clean references), mean over the test mixtures; nothing when ``scoring.dnsmos`` is off."""
+        if self.dnsmos is None or name not in DNSMOS_MODELS:
+            return {}
+        scores = self.dnsmos.score_many(list(audio))
+        return {f"dnsmos_{q}_{name}": float(np.mean([s[q] for s in scores])) for q in ("sig", "bak", "ovr")}
 
     def baseline(self, user: str) -> dict[str, float]:
         """Noisy, generic-student and teacher scores of ``user`` (cached)."""
@@ -82,6 +97,7 @@ class Evaluator:
                 self._keys["generic"],
                 self._keys["teacher"],
                 str(self.pesq_stoi),
+                *(["dnsmos"] if self.dnsmos is not None else []),
                 *([self.device.type] if self.device.type != "cpu" else []),
             ]
         )
@@ -93,6 +109,7 @@ class Evaluator:
         test_set = self.test_set(user)
         with torch.inference_mode():
             scores = {"si_sdr_noisy": float(np.mean([si_sdr(x, y) for x, y in test_set]))}
+            scores.update(self._dnsmos([x for x, _ in test_set], "noisy"))
             scores.update(self._scores(self._generic, user, "generic"))
             scores.update(self._scores(teacher, user, "teacher"))
         return scores
@@ -106,3 +123,18 @@ class Evaluator:
         """Scores of the student the user's device holds now (or of ``model``, e.g. in the bare benchmark loop)."""
         with torch.inference_mode():
             return self._scores(model or Device(self.plan, user).student(), user, "personalized")
+
+    def unguarded(self, user: str, guard: dict, personalized: dict[str, float]) -> dict[str, float]:
+        """``si_sdr_unguarded``: the fine-tuned student as if the guard had adopted it. Where it did, that is the
+        ``personalized`` score; where it kept the generic student, the student it turned down is scored (kept for
+        this in the device's or, cloud_student, the server's storage). Nothing when the guard is off."""
+        if not guard:
+            return {}
+        if guard["guard_decision"] == "adopted":
+            return {"si_sdr_unguarded": personalized["si_sdr_personalized"]}
+        path = Device(self.plan, user).unguarded_path
+        if not path.is_file():
+            path = self.plan.server_dir(user) / path.name
+        with torch.inference_mode():
+            scores = self._scores(load_checkpoint(path)[0], user, "unguarded")
+        return {"si_sdr_unguarded": scores["si_sdr_unguarded"]}

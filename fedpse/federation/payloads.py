@@ -200,3 +200,38 @@ def decode_audio_record(record: ArrayRecord) -> dict[str, np.ndarray]:
         audio = audio[:n] if len(audio) >= n else np.pad(audio, (0, n - len(audio)))
         out[name] = audio.astype(np.float32, copy=False)
     return out
+
+
+# ------------------------------------------------------------------------------------------ guard decision
+def guard_metrics(columns: dict) -> dict[str, float]:
+    """The personalization guard's decision and scores (``AdaptResult.guard_columns()``) as the numbers a device's
+    MetricRecord can carry (``guard_adopted`` 1 / 0); empty when the guard is off."""
+    if not columns:
+        return {}
+    return {
+        "guard_adopted": float(columns["guard_decision"] == "adopted"),
+        "guard_generic_db": float(columns["guard_generic_db"]),
+        "guard_personalized_db": float(columns["guard_personalized_db"]),
+        "guard_teacher_lead_db": float(columns["guard_teacher_lead_db"]),
+        "guard_macs": float(columns["guard_macs"]),
+    }
+
+
+def guard_columns(metrics: dict) -> dict:
+    """Inverse of ``guard_metrics``: the guard's columns of an attempt (empty when the reply has none)."""
+    if "guard_adopted" not in metrics:
+        return {}
+    return {
+        "guard_decision": "adopted" if metrics["guard_adopted"] else "kept_generic",
+        "guard_generic_db": float(metrics["guard_generic_db"]),
+        "guard_personalized_db": float(metrics["guard_personalized_db"]),
+        "guard_teacher_lead_db": float(metrics["guard_teacher_lead_db"]),
+        "guard_macs": float(metrics["guard_macs"]),
+    }
+
+
+def teacher_check_task(check) -> dict[str, float]:
+    """A ``distill.guard.TeacherCheck`` made on the server as fields of the device's task (none for None)."""
+    if check is None:
+        return {}
+    return {"guard_generic_db": float(check.generic_score), "guard_teacher_db": float(check.teacher_score)}

@@ -14,10 +14,12 @@ import time
 from pathlib import Path
 
 from fedpse.config import Config, ConfigError, config_to_dict, flatten, load_config
+from fedpse.distill.guard import check_guard
 from fedpse.federation.interrupts import kill_orphans
 from fedpse.federation.plan import RunPlan, load_models
 from fedpse.federation.strategies import load_plugins, strategy_class
 from fedpse.models.accelerator import check_devices
+from fedpse.models.dnsmos import require_dnsmos
 from fedpse.paths import ensure_writable_dir
 from fedpse.results import lock as run_lock
 from fedpse.results.store import TABLES, RunDirError, RunStore
@@ -31,10 +33,14 @@ def default_run_dir(label: str = "simulate") -> Path:
 def check_federation(cfg: Config) -> None:
     """Federation settings that ``load_config`` cannot check (it knows no delivery mode): the modules of
     ``federation.plugins`` imported, ``federation.mode`` a registered mode, and that mode's own ``check``; the
-    torch devices of the server, the scoring and the client actors usable here; raises ``ConfigError``."""
+    torch devices of the server, the scoring and the client actors usable here; DNSMOS installed when
+    ``scoring.dnsmos`` or ``adapt.guard=dnsmos`` asks for it; raises ``ConfigError``."""
     load_plugins(cfg.federation.plugins)
     strategy_class(cfg.federation.mode).check(cfg)
     check_devices(cfg)
+    if cfg.scoring.dnsmos:
+        require_dnsmos("scoring.dnsmos")  # the evaluator's DNSMOS columns: the package that ships its weights
+    check_guard(cfg.adapt)  # adapt.guard=dnsmos: the same package, on the devices (or the cloud)
 
 
 def check_writable(cfg: Config) -> None:

@@ -60,6 +60,10 @@ def replayed(
         "sim_seconds": float(attempt["sim_seconds"]),
         "deadline_s": _number(attempt["deadline_s"]),
     }
+    if attempt.get("guard_decision"):  # adapt.guard on (a run directory from before the guard has no column)
+        parsed["guard_decision"] = attempt["guard_decision"]
+        for key in ("guard_generic_db", "guard_personalized_db", "guard_teacher_lead_db", "guard_macs"):
+            parsed[key] = _number(attempt[key])
     return parsed, scores
 
 

@@ -315,7 +315,7 @@ class Federation:
             )
         scores: dict[str, float] = {}
         if status == "ok":
-            status, error, raw = self._scores(job)
+            status, error, raw = self._scores(job, outcome)
         if status == "ok":
             scores = {k: stored(v) for k, v in only(raw, SCORE_KEYS).items()}
             self.store.append(
@@ -342,6 +342,7 @@ class Federation:
             "adapted": int(outcome.adapted),
             "steps": outcome.steps,
             "adapt_audio_seconds": outcome.adapt_audio_seconds,
+            **outcome.guard,  # adapt.guard's decision, scores and MACs (none when it is off)
             "sim_start_s": start_s,
             "sim_seconds": sim,
             "sim_transfer_s": transfer,
@@ -355,15 +356,18 @@ class Federation:
             undo.commit()
         self.account(job, attempt, scores)
 
-    def _scores(self, job: UserRound) -> tuple[str, str, dict]:
+    def _scores(self, job: UserRound, outcome: Outcome) -> tuple[str, str, dict]:
         """(status, error, raw scores) of a completed round. A personalized student whose outputs are not finite
-        fails its user (its device diverged); non-finite baseline or teacher outputs stop the run."""
+        fails its user (its device diverged); non-finite baseline or teacher outputs stop the run. With the guard on,
+        also the fine-tuned student's score before the guard's decision (``si_sdr_unguarded``)."""
         try:
             baseline = self.evaluator.baseline(job.user)
         except NonFiniteOutputError as err:
             raise ServerError(f"scoring user {job.user} in round {job.round}: {err}") from err
         try:
-            return "ok", "", {**baseline, **self.evaluator.personalized(job.user)}
+            personalized = self.evaluator.personalized(job.user)
+            unguarded = self.evaluator.unguarded(job.user, outcome.guard, personalized)
+            return "ok", "", {**baseline, **personalized, **unguarded}
         except NonFiniteOutputError as err:
             if not err.device_fault:
                 raise ServerError(f"scoring user {job.user} in round {job.round}: {err}") from err

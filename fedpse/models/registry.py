@@ -12,8 +12,13 @@ from torch import nn
 
 from fedpse.models.convtasnet import ConvTasNet
 from fedpse.models.gru import GRUMaskNet
+from fedpse.models.passthrough import IdentityTeacher
 
-ARCHITECTURES: dict[str, type[nn.Module]] = {"gru": GRUMaskNet, "convtasnet": ConvTasNet}
+ARCHITECTURES: dict[str, type[nn.Module]] = {
+    "gru": GRUMaskNet,
+    "convtasnet": ConvTasNet,
+    "identity": IdentityTeacher,  # a teacher that returns its input (tests, bad-teacher studies)
+}
 
 
 def arch_kwargs(arch: str) -> dict[str, object]:
@@ -24,7 +29,7 @@ def arch_kwargs(arch: str) -> dict[str, object]:
 
 
 def build_model(arch: str, **kwargs) -> nn.Module:
-    """Build ``arch`` ("gru" | "convtasnet") with ``kwargs``; unknown arch or keyword -> ``ValueError`` naming it."""
+    """Build ``arch`` ("gru" | "convtasnet" | "identity") with ``kwargs``; unknown arch or keyword -> ``ValueError`` naming it."""
     allowed = arch_kwargs(arch)
     unknown = sorted(set(kwargs) - set(allowed))
     if unknown:

@@ -46,6 +46,8 @@ def teacher_spec(cfg: Config) -> dict:
             "R": c.R,
             "causal": c.causal,
         }
+    if t.arch == "identity":
+        return {"arch": "identity"}
     raise ConfigError(
         f"teacher.arch={t.arch!r} has no trainable architecture spec (ONNX teachers are loaded by path)"
     )
@@ -103,6 +105,8 @@ def load_teacher(cfg: Config) -> tuple[nn.Module, dict]:
         wrapper = teacher.as_torch_teacher().eval()
         wrapper.config = block  # the whole (resolved) block is part of the result-cache key
         return wrapper, card
+    if cfg.teacher.arch == "identity":  # no weights: teacher.checkpoint is not used
+        return build_from_spec(teacher_spec(cfg)).eval(), {"arch": "identity", "params": 0}
     model, card = _load_or_init(teacher_spec(cfg), cfg.teacher.checkpoint, "teacher.checkpoint")
     for p in model.parameters():
         p.requires_grad_(False)
@@ -113,5 +117,7 @@ def role_spec(cfg: Config, role: str) -> dict:
     if role == "student":
         return student_spec(cfg)
     if role == "teacher":
+        if cfg.teacher.arch == "identity":
+            raise ConfigError("teacher.arch=identity returns its input: it has nothing to pretrain")
         return teacher_spec(cfg)
     raise ConfigError(f"--role: expected 'student' or 'teacher', got {role!r}")

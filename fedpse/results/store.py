@@ -14,7 +14,9 @@ Layout of ``RUN_DIR/``:
 
 Rows are appended and flushed as soon as they exist, so a killed run keeps everything finished before the kill;
 ``fedpse simulate --resume`` continues it (see ``server_app.Federation``). The column order of each table is fixed
-here; values that do not apply are left empty. ``TIMING_COLUMNS`` lists, per table, the columns that differ
+here; values that do not apply are left empty. Columns in ``OPTIONAL_COLUMNS`` (DNSMOS scores, the guard's) are in a run's tables
+only when its config.yaml turns them on, so every other run, and every run directory written before they existed,
+keeps exactly the tables it had. ``TIMING_COLUMNS`` lists, per table, the columns that differ
 between two runs of the same config and seed (wall-clock times, Flower's random node ids); everything else is
 reproducible (row order within a round follows completion order, so compare tables sorted by round and user).
 """
@@ -28,6 +30,8 @@ import math
 import numbers
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from fedpse.config import Config, dump_config
 
@@ -49,6 +53,15 @@ LEDGER_COLUMNS = [
     "status",
     "error",
 ]
+# DNSMOS P.835 (``scoring.dnsmos``): MOS (about 1..5) per quality, mean over the user's test mixtures, per model.
+DNSMOS_MODELS = ("noisy", "generic", "personalized", "teacher")
+DNSMOS_COLUMNS = [f"dnsmos_{q}_{m}" for m in DNSMOS_MODELS for q in ("sig", "bak", "ovr")]
+# The personalization guard (``adapt.guard``): its decision (adopted | kept_generic), its scores of the generic and
+# the fine-tuned student and the teacher's lead over the generic one (dB of SI-SDR on probe mixtures; 10 x DNSMOS OVR
+# with guard=dnsmos); ``si_sdr_unguarded``: the fine-tuned student as if the guard had adopted it
+# (= si_sdr_personalized where it did), so reports show the gain with and without the guard.
+GUARD_COLUMNS = ["guard_decision", "guard_generic_db", "guard_personalized_db", "guard_teacher_lead_db"]
+GUARD_SCORE_COLUMNS = ["si_sdr_unguarded", "gain_unguarded_db"]
 EVALUATION_COLUMNS = [
     "round",
     "user",
@@ -61,6 +74,8 @@ EVALUATION_COLUMNS = [
     "pesq_personalized",
     "stoi_generic",
     "stoi_personalized",
+    *DNSMOS_COLUMNS,
+    "si_sdr_unguarded",
     "adapt_audio_seconds",
     "steps",
 ]
@@ -74,6 +89,8 @@ ATTEMPT_COLUMNS = [
     "adapted",
     "steps",
     "adapt_audio_seconds",
+    *GUARD_COLUMNS,
+    "guard_macs",  # the guard's compute (part of the device_macs / server_macs of the round's ledger rows)
     "sim_start_s",
     "sim_seconds",
     "sim_transfer_s",
@@ -115,8 +132,10 @@ SCORE_COLUMNS = [
     "pesq_personalized",
     "stoi_generic",
     "stoi_personalized",
+    *DNSMOS_COLUMNS,
+    *GUARD_SCORE_COLUMNS,
 ]
-USER_TEXT_COLUMNS = {"user", "status", "error"}  # every other users.csv column is a number
+USER_TEXT_COLUMNS = {"user", "status", "error", "guard_decision"}  # every other users.csv column is a number
 LEDGER_TEXT_COLUMNS = {"user", "direction", "kind", "message_type", "precision", "codec", "status", "error"}
 USER_COLUMNS = [
     "user",
@@ -128,6 +147,7 @@ USER_COLUMNS = [
     "retries",
     "scored_round",
     *SCORE_COLUMNS,
+    *GUARD_COLUMNS,  # the guard's decision in the user's last completed round
     "audio_minutes_used",
     "bytes_up",
     "bytes_down",
@@ -165,6 +185,16 @@ TABLES = {
     "users": USER_COLUMNS,
     "cold_start": COLD_START_COLUMNS,
 }
+# Columns a table holds only when the run's config turns them on (dotted key -> table -> columns; "on" = not
+# null / false / "off"). Every other column is in every run's table.
+OPTIONAL_COLUMNS: dict[str, dict[str, list[str]]] = {
+    "scoring.dnsmos": {"evaluations": DNSMOS_COLUMNS, "users": DNSMOS_COLUMNS},
+    "adapt.guard": {
+        "evaluations": ["si_sdr_unguarded"],
+        "attempts": [*GUARD_COLUMNS, "guard_macs"],
+        "users": [*GUARD_COLUMNS, *GUARD_SCORE_COLUMNS],
+    },
+}
 # Columns that differ between two runs of one config and seed (and between a resumed and an uninterrupted run).
 TIMING_COLUMNS = {
     "devices": [],
@@ -194,6 +224,14 @@ class RunStore:
 
     def __init__(self, root: str | Path):
         self.root = Path(root)
+        self._columns: dict[str, list[str]] | None = None
+
+    def columns(self, table: str) -> list[str]:
+        """This run's columns of ``table``: ``TABLES[table]`` less the optional ones its config.yaml leaves off
+        (a run directory without a readable config.yaml has none of them)."""
+        if self._columns is None:
+            self._columns = _run_columns(self.root / "config.yaml")
+        return self._columns[table]
 
     @staticmethod
     def check_free(root: str | Path) -> None:
@@ -223,7 +261,7 @@ class RunStore:
 
     def append(self, table: str, row: dict) -> None:
         """Append one row (unknown keys are an error: the columns are the contract)."""
-        columns = TABLES[table]
+        columns = self.columns(table)
         extra = sorted(set(row) - set(columns))
         if extra:
             raise KeyError(f"{table}.csv has no column(s) {extra}")
@@ -236,8 +274,8 @@ class RunStore:
             writer.writerow({c: _cell(row.get(c)) for c in columns})
 
     def write_table(self, table: str, rows: list[dict]) -> None:
-        """Write a whole table at once (atomically replaced)."""
-        columns = TABLES[table]
+        """Write a whole table at once (atomically replaced; keys that are not this run's columns are left out)."""
+        columns = self.columns(table)
         tmp = self.path(table).with_suffix(".csv.tmp")
         with open(tmp, "w", newline="") as fh:
             writer = csv.DictWriter(fh, fieldnames=columns)
@@ -258,9 +296,9 @@ class RunStore:
             text = text[: text.rfind("\n") + 1]
         rows = list(csv.DictReader(io.StringIO(text, newline="")))
         header = text.split("\r\n", 1)[0].split("\n", 1)[0]
-        if header and header.split(",") != TABLES[table]:
+        if header and header.split(",") != self.columns(table):
             raise RunDirError(
-                f"{path}: its columns are not those this version of fedpse writes ({TABLES[table]}); "
+                f"{path}: its columns are not those this version of fedpse writes ({self.columns(table)}); "
                 "it was written by another version"
             )
         return rows
@@ -276,6 +314,23 @@ class RunStore:
 
     def read_summary(self) -> dict:
         return json.loads((self.root / "summary.json").read_text())
+
+
+def _run_columns(config_path: Path) -> dict[str, list[str]]:
+    """Per table, the columns of the run whose config.yaml is ``config_path`` (see ``OPTIONAL_COLUMNS``)."""
+    try:
+        config = yaml.safe_load(config_path.read_text()) or {}
+    except (OSError, yaml.YAMLError, UnicodeDecodeError):
+        config = {}
+    off: dict[str, set[str]] = {table: set() for table in TABLES}
+    for key, tables in OPTIONAL_COLUMNS.items():
+        node: Any = config
+        for part in key.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        if node in (None, False, "off", ""):
+            for table, columns in tables.items():
+                off[table].update(columns)
+    return {table: [c for c in columns if c not in off[table]] for table, columns in TABLES.items()}
 
 
 def json_text(value: Any, where: str, indent: int = 1) -> str:

@@ -155,18 +155,23 @@ def plan_world(cfg: Config, pool: _Pool | None = None) -> dict:
     plan: dict = {"voices": {}, "babble": {}}
     bad_speech = BadFiles(SPEECH_SKIP_KEY, wc.speech.skip_bad_files)
     bad_noise = BadFiles(NOISE_SKIP_KEY, wc.noise.skip_bad_files, what="bad recordings and short places")
-    # Speakers.
-    if wc.speech.source == "tts":
+    # Speakers. With neural_tts only the users' voices are neural: the pretraining pool is the tts one, unchanged.
+    if wc.speech.source in ("tts", "neural_tts"):
+        from fedpse.world.neural_voices import sample_neural_voices
         from fedpse.world.voices import sample_voices
 
         pools = {"user": wc.speech.user_voice_pool, "pretrain": wc.speech.pretrain_voices}
         for k, (pool, n) in enumerate(pools.items()):
-            plan["voices"][pool] = [
-                v.to_dict() for v in sample_voices(n, seeded_rng(cfg.seed, S_VOICES, k), pool[0] + "v")
-            ]
+            rng = seeded_rng(cfg.seed, S_VOICES, k)
+            if pool == "user" and wc.speech.source == "neural_tts":
+                voices = sample_neural_voices(n, rng, wc.speech.neural_tts)
+            else:
+                voices = sample_voices(n, rng, pool[0] + "v")
+            plan["voices"][pool] = [v.to_dict() for v in voices]
         perm = seeded_rng(cfg.seed, S_USERS).permutation(len(plan["voices"]["user"]))
         user_speakers = [
-            {"kind": "tts", "voice": plan["voices"]["user"][perm[i % len(perm)]]} for i in range(wc.num_users)
+            {"kind": wc.speech.source, "voice": plan["voices"]["user"][perm[i % len(perm)]]}
+            for i in range(wc.num_users)
         ]
         pre = plan["voices"]["pretrain"]
         pre_speakers = [{"kind": "tts", "voice": v, "speaker_id": v["voice_id"]} for v in pre]
@@ -287,6 +292,10 @@ def build_world(cfg: Config, progress: bool = True) -> World:
             return World.open(cfg)
         except WorldError:
             pass  # incomplete or stale: rebuild below (finished users are kept and reused)
+    if cfg.world.speech.source == "neural_tts":  # a missing voice package is named before any work
+        from fedpse.world.neural_voices import check_installed
+
+        check_installed(cfg.world.speech.neural_tts.engine)
     ensure_writable_dir(root, "world.cache_dir")
     t0 = time.perf_counter()
     with _Pool(cfg, root, progress) as pool:

@@ -52,6 +52,8 @@ def world_key(cfg: Config) -> str:
     for (section, key), old in _LATER_KEYS.items():
         if world[section][key] == old:
             del world[section][key]
+    if world["speech"]["source"] != "neural_tts":
+        del world["speech"]["neural_tts"]  # (added later too) its settings change no audio of other sources
     blob = json.dumps({"format": FORMAT_VERSION, "seed": cfg.seed, "world": world}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
 

@@ -64,6 +64,12 @@ def _voice(desc: dict):
     return Voice.from_dict(desc)
 
 
+def _neural_voice(desc: dict):
+    from fedpse.world.neural_voices import NeuralVoice
+
+    return NeuralVoice.from_dict(desc)
+
+
 def _job_babble(job: dict) -> dict:
     path = _WORKER["root"] / "babble" / f"{job['pool']}_{job['k']:02d}.npy"
     rng = seeded_rng(_WORKER["cfg"]["seed"], S_BABBLE, job["pool"] == "user", job["k"])
@@ -95,8 +101,8 @@ def _job_user(job: dict) -> dict:
     test_specs = [s for s in plan.segments if s.part == "test"]
     adapt_seconds = sum(s.seconds for s in adapt_specs)
     # Speech: the adaptation stream first, then test mixtures with sentences never used for adaptation.
-    if speaker["kind"] == "tts":
-        voice = _voice(speaker["voice"])
+    if speaker["kind"] in ("tts", "neural_tts"):
+        voice = (_voice if speaker["kind"] == "tts" else _neural_voice)(speaker["voice"])
         adapt = tts_stream(voice, adapt_seconds, rng)
         tests = [tts_stream(voice, s.seconds, rng, exclude=set(adapt.texts)) for s in test_specs]
     else:

@@ -1,4 +1,6 @@
-"""Speech for users and the pretraining pool, from built-in TTS voices or a speaker corpus on disk.
+"""Speech for users and the pretraining pool, from built-in TTS voices or a speaker corpus on disk. Users' TTS voices
+are espeak-ng voices (``voices.py``) or, with ``world.speech.source=neural_tts``, neural ones (``neural_voices.py``);
+the pretraining pool and babble talkers are espeak-ng voices with either.
 
 Both kinds produce continuous *streams* (utterances separated by short pauses) that the user renderer cuts into
 adaptation chunks and test mixtures. Adaptation and test never share an utterance: TTS test sentences exclude
@@ -39,21 +41,33 @@ def _fit(pieces: list[np.ndarray], n: int) -> np.ndarray:
     return out[:n].astype(np.float32, copy=False)
 
 
-def tts_stream(
-    voice, seconds: float, rng: np.random.Generator, exclude: set[str] | frozenset = frozenset()
-) -> Stream:
-    """Fresh TTS utterances of ``voice`` until ``seconds`` are filled; sentences in ``exclude`` are skipped."""
-    from fedpse.world.text import sentence
+def _renderer(voice):
+    """``text -> audio`` for ``voice``: espeak-ng renders a ``voices.Voice``, a neural engine a ``NeuralVoice``."""
+    from fedpse.world.neural_voices import NeuralVoice, render
+
+    if isinstance(voice, NeuralVoice):
+        return lambda text: render(voice, text)
     from fedpse.world.voices import get_synthesizer
 
     synth = get_synthesizer()
+    return lambda text: synth.render(voice, text)
+
+
+def tts_stream(
+    voice, seconds: float, rng: np.random.Generator, exclude: set[str] | frozenset = frozenset()
+) -> Stream:
+    """Fresh TTS utterances of ``voice`` (espeak-ng or neural) until ``seconds`` are filled; sentences in
+    ``exclude`` are skipped."""
+    from fedpse.world.text import sentence
+
+    render = _renderer(voice)
     n = int(round(seconds * SAMPLE_RATE))
     pieces, texts, have = [_pause(rng)[: SAMPLE_RATE // 10]], [], 0
     while have < n:
         text = sentence(rng)
         if text in exclude:
             continue
-        audio = synth.render(voice, text)
+        audio = render(text)
         pieces += [audio, _pause(rng)]
         texts.append(text)
         have += len(audio) + len(pieces[-1])

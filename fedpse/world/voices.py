@@ -384,6 +384,8 @@ _INITIALIZE_DONT_EXIT = 0x8000
 _ESPEAK_RATE = 1
 _CHARS_UTF8 = 1
 _ENDPAUSE = 0x1000
+_PHONEMES_IPA = 0x02  # espeak_TextToPhonemes: IPA as UTF-8 ...
+_PHONEMES_TIE = 0x80  # ... with bits 8-23 joining the letters of a multi-letter phoneme
 _PATH_HOME_MAX = 150  # espeak-ng keeps its data path in a 160-byte buffer
 _VOICE_NAME_MAX = 40  # ... and the selected "language+variant" name in a 40-byte one
 
@@ -490,6 +492,51 @@ class Synthesizer:
             _ctypes.dlclose(lib._handle)
             locale.setlocale(locale.LC_CTYPE, saved_locale)
         return np.frombuffer(b"".join(chunks), dtype=np.int16)
+
+    def phonemes(self, text: str, language: str = "en-us", tie: str = "") -> list[str]:
+        """espeak-ng's IPA for ``text`` in ``language`` (a file in lang/gmw), one string per clause, punctuation
+        dropped; ``tie`` (one character) joins the letters of multi-letter phonemes, e.g. ``a^ɪ``. The neural
+        voices (``fedpse.world.neural_voices``) speak phonemes, not text."""
+        if not isinstance(text, str) or not text.strip():
+            raise ValueError(f"text={text!r}; expected a non-empty string to phonemize")
+        mode = _PHONEMES_IPA | (_PHONEMES_TIE | (ord(tie) << 8) if tie else 0)
+        encoded = text.strip().encode("utf-8")
+        with self._lock:
+            saved_locale = locale.setlocale(locale.LC_CTYPE)
+            lib = ctypes.CDLL(self.library_path)
+            initialised = False
+            try:
+                lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
+                lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
+                lib.espeak_TextToPhonemes.argtypes = [
+                    ctypes.POINTER(ctypes.c_char_p),
+                    ctypes.c_int,
+                    ctypes.c_int,
+                ]
+                lib.espeak_TextToPhonemes.restype = ctypes.c_char_p
+                if (
+                    lib.espeak_Initialize(
+                        _AUDIO_OUTPUT_SYNCHRONOUS, 0, str(self.data_dir).encode(), _INITIALIZE_DONT_EXIT
+                    )
+                    <= 0
+                ):
+                    raise RuntimeError(f"libespeak-ng failed to initialise with data at {self.data_dir}")
+                initialised = True
+                if lib.espeak_SetVoiceByName(f"gmw/{language.lower()}".encode()) != 0:
+                    raise VoiceError(
+                        f"espeak-ng has no language {language!r} in {self.data_dir / 'lang' / 'gmw'}"
+                    )
+                pointer = ctypes.c_char_p(encoded)  # espeak advances it clause by clause, to NULL at the end
+                clauses = []
+                while pointer.value:
+                    out = lib.espeak_TextToPhonemes(ctypes.byref(pointer), _CHARS_UTF8, mode)
+                    clauses.append(out.decode("utf-8").strip() if out else "")
+            finally:
+                if initialised:
+                    lib.espeak_Terminate()
+                _ctypes.dlclose(lib._handle)
+                locale.setlocale(locale.LC_CTYPE, saved_locale)
+        return [c for c in clauses if c]
 
     def render(self, voice: Voice, text: str) -> np.ndarray:
         """Speak ``text`` with ``voice``: float32 mono at 16 kHz, RMS-normalised, 50 ms silence at each end."""

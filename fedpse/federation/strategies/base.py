@@ -38,10 +38,12 @@ from torch import nn
 
 from fedpse.config import Config
 from fedpse.distill.cache import ResultCache, model_key
+from fedpse.distill.guard import TeacherCheck, teacher_check
+from fedpse.federation.device import generic_student
 from fedpse.federation.evaluator import Evaluator
 from fedpse.federation.interrupts import Interrupted, ServerError, check_stop, is_interruption
 from fedpse.federation.ledger import Ledger
-from fedpse.federation.payloads import PayloadError, describe_payload
+from fedpse.federation.payloads import PayloadError, describe_payload, guard_columns
 from fedpse.federation.plan import RunPlan
 from fedpse.models.accelerator import model_device, role_device
 from fedpse.models.macs import forward_macs
@@ -80,6 +82,7 @@ class Outcome:
     steps: int = 0
     adapt_audio_seconds: float = 0.0
     adapted: bool = False
+    guard: dict = dataclasses.field(default_factory=dict)  # the guard's attempt columns (adapt.guard on)
 
 
 class ServerWork(abc.ABC):
@@ -159,6 +162,20 @@ class ServerSide:
         server.ask_teacher(...)`` lets ``drive`` batch it with other users' requests on a GPU."""
         outputs = yield TeacherRequest(self, chunks, user)
         return outputs  # type: ignore[return-value]
+
+    @cached_property
+    def generic(self) -> nn.Module:
+        """The run's generic student, on ``device.server`` (the guard's teacher check)."""
+        return generic_student(self.plan).to(self.device)
+
+    def teacher_check(self, chunks: list[np.ndarray], user: str, round_number: int) -> TeacherCheck | None:
+        """``adapt.guard=on``: the teacher's lead over the generic student on probes built from ``user``'s
+        ``chunks`` (that the server holds anyway), for a device that fine-tunes without the teacher; else None."""
+        cfg = self.plan.round_adapt()
+        if cfg.guard != "on" or not chunks:
+            return None
+        seed = self.plan.adapt_seed(user, round_number)
+        return teacher_check(cfg, self.generic, self.teacher, chunks, seed)
 
     def teacher_macs(self, audio_seconds: float) -> float:
         """MACs of running the teacher on ``audio_seconds`` of audio (NaN when they cannot be counted, e.g. an ONNX
@@ -292,6 +309,7 @@ def record_adaptation(outcome: Outcome, reply: Message) -> Outcome:
     outcome.adapted = True
     outcome.steps = int(metrics.get("steps", 0))
     outcome.adapt_audio_seconds = float(metrics.get("adapt_audio_seconds", 0.0))
+    outcome.guard = guard_columns(metrics)
     return outcome
 
 

@@ -1,9 +1,10 @@
 """``cloud_student``: the device uploads its new noisy chunks; the server keeps them and its own copy of the
-user's student, fine-tunes that copy with the teacher's pseudo-targets (the same ``distill.adapt``), and sends
-the student's weights down. The device only installs them."""
+user's student, fine-tunes that copy with the teacher's pseudo-targets (the same ``distill.adapt``, guard included),
+and sends the student's weights down. The device only installs them."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Generator
 from pathlib import Path
@@ -14,7 +15,7 @@ from torch import nn
 
 from fedpse.audio.io import SAMPLE_RATE, load_audio, save_audio
 from fedpse.distill.adapt import AdaptResult, adapt
-from fedpse.federation.device import generic_student
+from fedpse.federation.device import generic_student, keep_unguarded
 from fedpse.federation.payloads import decode_audio_record, encode_weights
 from fedpse.federation.plan import RunPlan
 from fedpse.federation.strategies.base import (
@@ -57,27 +58,54 @@ class ServerCopy:
     def student_path(self) -> Path:
         return self.root / "student.pt"
 
+    @property
+    def unguarded_path(self) -> Path:
+        return self.root / "unguarded_student.pt"
+
     def fine_tune(
-        self, noisy: list[np.ndarray], targets: list[np.ndarray], round_number: int
+        self,
+        noisy: list[np.ndarray],
+        targets: list[np.ndarray],
+        round_number: int,
+        guarded: bool = True,
+        teacher: nn.Module | None = None,
     ) -> tuple[nn.Module, AdaptResult]:
-        """Fine-tune the server's copy of the user's student (generic at first, on ``device.server``) and keep it."""
+        """Fine-tune the server's copy of the user's student (generic at first, on ``device.server``) and keep it.
+        With ``adapt.guard`` (and ``guarded``) the copy is kept only if the guard finds it (and the ``teacher``) no
+        worse than the generic student; the one it turned down is kept apart for the evaluator
+        (``unguarded_student.pt``)."""
         path = self.student_path
+        server = role_device(self.plan.cfg, "server")
         student = load_checkpoint(path)[0] if path.is_file() else generic_student(self.plan)
-        student = student.to(role_device(self.plan.cfg, "server"))
+        student = student.to(server)
+        adapt_cfg = self.plan.round_adapt()
+        if not guarded:
+            adapt_cfg = dataclasses.replace(adapt_cfg, guard="off")
+        generic = generic_student(self.plan).to(server) if adapt_cfg.guard != "off" else None
         result = adapt(
             student,
             noisy,
             targets,
-            self.plan.round_adapt(),
+            adapt_cfg,
             seed=self.plan.adapt_seed(self.user, round_number),
             user=self.user,
+            generic=generic,
+            teacher=teacher,
         )
         save_checkpoint(path, student, card={"user": self.user, "round": round_number}, dtype="fp32")
+        if result.guard != "off":
+            keep_unguarded(self.plan, self.unguarded_path, result.finetuned_state, round_number, self.user)
         return student, result
 
 
 def install_outcome(job: UserRound, result: AdaptResult, adapt_audio_seconds: float) -> Outcome:
-    return Outcome(job.user, steps=result.steps, adapt_audio_seconds=adapt_audio_seconds, adapted=True)
+    return Outcome(
+        job.user,
+        steps=result.steps,
+        adapt_audio_seconds=adapt_audio_seconds,
+        adapted=True,
+        guard=result.guard_columns(),
+    )
 
 
 class CloudStudent(DeliveryStrategy):
@@ -108,7 +136,8 @@ class CloudStudent(DeliveryStrategy):
             copy.keep_targets(dict(zip(job.new, targets, strict=True)))
             server_macs += self.server.teacher_macs(sum(len(x) for x in noisy_new) / SAMPLE_RATE)
         noisy = copy.uploads(job.train_on)
-        student, result = copy.fine_tune(noisy, copy.targets(job.train_on), job.round)
+        teacher = self.server.teacher if self.plan.round_adapt().guard == "on" else None  # the guard's check
+        student, result = copy.fine_tune(noisy, copy.targets(job.train_on), job.round, teacher=teacher)
         server_macs += result.device_macs  # the student's training ran on the server
         content = RecordDict(
             {

@@ -9,6 +9,7 @@ import time
 from flwr.app import RecordDict
 
 from fedpse.audio.io import SAMPLE_RATE
+from fedpse.config import Config, ConfigError
 from fedpse.federation.payloads import encode_weights
 from fedpse.federation.strategies.base import Conversation, DeliveryStrategy, Send, UserRound
 from fedpse.federation.strategies.cloud_student import ServerCopy, install_outcome
@@ -18,12 +19,21 @@ class OracleClean(DeliveryStrategy):
     name = "oracle_clean"
     color, order, reference = "#d62728", 5, True  # an upper bound: last, and kept off the Pareto front
 
+    @classmethod
+    def check(cls, cfg: Config) -> None:
+        if cfg.adapt.refresh != "off":  # a refreshed or remixed target would no longer be the clean reference
+            raise ConfigError(
+                f"adapt.refresh={cfg.adapt.refresh}: federation.mode='oracle_clean' fine-tunes on the clean "
+                "references, which need no refresh; set adapt.refresh=off for this mode"
+            )
+
     def conversation(self, job: UserRound) -> Conversation:
         started = time.perf_counter()
         world = self.plan.world
         noisy = [world.load(job.user, name, "noisy") for name in job.train_on]
         clean = [world.load(job.user, name, "clean") for name in job.train_on]
-        student, result = ServerCopy(self.plan, job.user).fine_tune(noisy, clean, job.round)
+        # no guard: the oracle is the upper bound of clean targets, not a deployable student
+        student, result = ServerCopy(self.plan, job.user).fine_tune(noisy, clean, job.round, guarded=False)
         seconds = sum(len(x) for x in noisy) / SAMPLE_RATE
         del noisy, clean  # not held while the device installs the weights
         content = RecordDict(

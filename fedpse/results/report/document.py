@@ -11,7 +11,10 @@ from fedpse.results.report.tables import (
     WORST_USERS,
     Table,
     costs_table,
+    dnsmos_table,
     extra_summary_table,
+    guard_table,
+    guard_users_table,
     number_cell,
     per_user_table,
     results_table,
@@ -40,6 +43,8 @@ def report_blocks(runs: Sequence[Run], created: str) -> list[Block]:
         ("table", runs_table(runs)),
         ("h2", "Results"),
         ("table", results_table(runs)),
+        *_dnsmos_blocks(runs),
+        *_guard_blocks(runs),
         ("h2", "Costs per mode"),
         (
             "p",
@@ -77,6 +82,40 @@ def report_blocks(runs: Sequence[Run], created: str) -> list[Block]:
         ("details", "Per-user results (every user of every run)", [("table", per_user_table(runs))])
     )
     return blocks
+
+
+def _dnsmos_blocks(runs: Sequence[Run]) -> list[Block]:
+    """The DNSMOS table, for runs scored with ``scoring.dnsmos`` (nothing otherwise)."""
+    table = dnsmos_table(runs)
+    if table is None:
+        return []
+    return [
+        ("h3", "DNSMOS P.835 (non-intrusive)"),
+        (
+            "p",
+            "Mean over scored users of DNSMOS OVR / SIG / BAK (MOS, 1–5) on the same held-out test mixtures, from "
+            "the models' outputs alone (no clean reference); OVR gain = personalized − generic.",
+        ),
+        ("table", table),
+    ]
+
+
+def _guard_blocks(runs: Sequence[Run]) -> list[Block]:
+    """The personalization guard's decisions, for runs with ``adapt.guard`` on (nothing otherwise)."""
+    table = guard_table(runs)
+    if table is None:
+        return []
+    return [
+        ("h3", "Personalization guard"),
+        (
+            "p",
+            "Users whose fine-tuned student the guard turned down (kept generic) or adopted in their last round, and "
+            "the gain over the generic student with the guard and without it (every fine-tuned student adopted). "
+            "Guard scores: SI-SDR on probe mixtures (dB), or 10 × DNSMOS OVR; teacher lead = teacher − generic.",
+        ),
+        ("table", table),
+        _fold_if_long("The guard's decision per user", guard_users_table(runs)),
+    ]
 
 
 def _fold_if_long(title: str, table: Table, rows: int = 12) -> Block:

@@ -106,6 +106,42 @@ def results_table(runs: Sequence[Run]) -> Table:
 
 
 _SI_SDR = ("si_sdr_noisy", "si_sdr_generic", "si_sdr_personalized", "si_sdr_teacher")
+_DNSMOS_MODELS = ("noisy", "generic", "personalized", "teacher")
+
+
+def dnsmos_table(runs: Sequence[Run]) -> Table | None:
+    """Mean DNSMOS OVR / SIG / BAK per model of the runs that scored it (``scoring.dnsmos``); None when none did."""
+    scored = [
+        run for run in runs if any(np.isfinite(run.column(f"dnsmos_ovr_{m}")).any() for m in _DNSMOS_MODELS)
+    ]
+    if not scored:
+        return None
+    rows = []
+    for run in scored:
+        gain = run.column("dnsmos_ovr_personalized") - run.column("dnsmos_ovr_generic")
+        cells = [
+            "/".join(number_cell(_mean(run.column(f"dnsmos_{q}_{m}"))) for q in ("ovr", "sig", "bak"))
+            for m in _DNSMOS_MODELS
+        ]
+        improved = int(np.sum(gain[np.isfinite(gain)] > 0))
+        count = int(np.isfinite(gain).sum())
+        rows.append(
+            [
+                run.label,
+                *cells,
+                number_cell(_mean(gain), signed=True),
+                f"{improved}/{count}" if count else "–",
+            ]
+        )
+    return Table(
+        ["run", "noisy", "generic", "personalized", "teacher", "mean OVR gain", "users OVR improved"],
+        rows,
+        right=set(range(1, 7)),
+    )
+
+
+def _mean(values: np.ndarray) -> float:
+    return float(np.nanmean(values)) if np.isfinite(values).any() else math.nan
 
 
 def costs_table(runs: Sequence[Run]) -> Table:
@@ -258,6 +294,7 @@ _KNOWN_SUMMARY_KEYS = {
     "upload_codec",
     "wall_seconds",
     "simulation",
+    "guard",  # the personalization guard's table
 }
 
 
@@ -280,3 +317,68 @@ def _plain(value: Any) -> str:
     if isinstance(value, list):
         return ", ".join(_plain(v) for v in value) or "–"
     return "–" if value is None else str(value)
+
+
+# ------------------------------------------------------------------------------------------ the guard
+def _guarded(run: Run) -> bool:
+    return any(row.get("guard_decision") for row in run.users)
+
+
+def guard_table(runs: Sequence[Run]) -> Table | None:
+    """Per run with ``adapt.guard`` on: its decisions and the mean and worst gain with and without it (without =
+    every fine-tuned student adopted, ``gain_unguarded_db``); None when no run used the guard."""
+    guarded = [run for run in runs if _guarded(run)]
+    if not guarded:
+        return None
+    rows = []
+    for run in guarded:
+        decisions = [row.get("guard_decision", "") for row in run.users]
+        with_guard, without = run.gains(), run.column("gain_unguarded_db")
+        rows.append(
+            [
+                run.label,
+                str(decisions.count("kept_generic")),
+                str(decisions.count("adopted")),
+                number_cell(_mean(with_guard), signed=True),
+                number_cell(_mean(without), signed=True),
+                number_cell(_min(with_guard), signed=True),
+                number_cell(_min(without), signed=True),
+            ]
+        )
+    headers = ["run", "kept generic", "adopted", "mean gain", "without guard", "worst user", "worst without"]
+    return Table(headers, rows, right=set(range(1, 7)))
+
+
+def guard_users_table(runs: Sequence[Run]) -> Table:
+    """Every user of the guarded runs: the guard's decision, its scores and the gain with and without it."""
+    rows = []
+    for run in (r for r in runs if _guarded(r)):
+        gains, without = run.gains(), run.column("gain_unguarded_db")
+        lead = run.column("guard_teacher_lead_db")
+        student = run.column("guard_personalized_db") - run.column("guard_generic_db")
+        for k, row in enumerate(run.users):
+            rows.append(
+                [
+                    run.label,
+                    str(row.get("user", "?")),
+                    str(row.get("guard_decision") or "–"),
+                    number_cell(lead[k], signed=True),
+                    number_cell(student[k], signed=True),
+                    number_cell(gains[k], signed=True),
+                    number_cell(without[k], signed=True),
+                ]
+            )
+    headers = [
+        "run",
+        "user",
+        "decision",
+        "teacher lead",
+        "fine-tuned − generic",
+        "gain",
+        "gain without guard",
+    ]
+    return Table(headers, rows, right=set(range(3, 7)))
+
+
+def _min(values: np.ndarray) -> float:
+    return float(np.nanmin(values)) if np.isfinite(values).any() else math.nan

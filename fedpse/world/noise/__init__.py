@@ -20,7 +20,9 @@ Layout, one family per file:
     base.py        NoiseFamily (what a family provides) and FAMILIES (every family, registered by its class)
     common.py      shared machinery: block randomness, FIR design, overlap-save filtering, control curves
     bank.py        BabbleBank: the caller's speech that babble places play
-    stationary.py, babble.py, hum.py, clatter.py, traffic.py, music.py: the families
+    bursts.py      short random bursts (raindrops, wind buffets) on the timeline, rendered many at a time
+    stationary.py, babble.py, hum.py, clatter.py, traffic.py, music.py: the families of the default world
+    wind.py, rain.py: families held out of every shipped model's pretraining (in no default list)
 
 Adding a family = adding one file here: a ``NoiseFamily`` subclass with a ``name``, a static ``draw(rng)`` that
 draws the recipe, ``__init__(seed, params)`` that builds the synthesiser and ``blocks(k0, k1, bank)`` that renders
