@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 from paper_table_setup import TEACHER_LABELS
-from personalization import MAIN_ROWS, paper_table_argv
+from personalization import paper_table_argv, seed_plain_rows
 from studylib import (
     REPO,
     RESULTS_DIR,
@@ -51,6 +51,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--teachers", nargs="+")
     ap.add_argument("--workers", type=int)
     ap.add_argument("--no-compute", action="store_true", help="tabulate the rows already computed")
+    ap.add_argument(
+        "--write-cards",
+        action="store_true",
+        help="record each teacher's lead (and the 2×32 student's SI-SDR) per world in the shipped model cards",
+    )
     ap.add_argument("--out")
     return ap.parse_args(argv)
 
@@ -72,6 +77,7 @@ def resolve(args: argparse.Namespace) -> dict:
         "adapt_minutes": p.get("adapt_minutes"),
         "workers": args.workers or p.get("workers", 2),
         "no_compute": args.no_compute,
+        "write_cards": args.write_cards,
         "out": args.out or str(RESULTS_DIR / ("heldout_quick" if args.quick else "heldout")),
     }
 
@@ -82,8 +88,8 @@ def run_world(s: dict, name: str, spec: dict, out: Path) -> list[dict]:
     wdir = out / name
     wdir.mkdir(parents=True, exist_ok=True)
     config = spec.get("config")
-    if config is None and not (wdir / "rows.jsonl").exists() and MAIN_ROWS.is_file():
-        (wdir / "rows.jsonl").write_text(MAIN_ROWS.read_text())  # the built-in world: the main table's rows
+    if config is None:  # the built-in world: the main paper table's rows
+        seed_plain_rows(wdir, s["student"], s["snr_db"], s["teachers"])
     study = {**s, "adapt_minutes": spec.get("adapt_minutes", s["adapt_minutes"])}
     argv = paper_table_argv(
         study, spec.get("users") or s["users"], s["teachers"], wdir, spec.get("overrides") or []
@@ -190,6 +196,35 @@ def markdown(table: dict, worlds: dict) -> str:
     return text + f"\nWorlds: {legend}.\n"
 
 
+CARD_TEACHERS = {"gru": "teacher-gru", "gru-log": "teacher-gru-log", "convtasnet": "teacher-convtasnet"}
+
+
+def write_cards(table: dict, worlds: dict, student: int) -> list[str]:
+    """``held_out_worlds`` in the shipped cards: per world and SNR, each teacher's lead over (and gain it gives) the
+    generic student, and that student's own SI-SDR, next to the built-in world's figures."""
+    from fedpse.models.checkpoints import update_card
+    from fedpse.models.zoo import BUILTIN_DIR
+
+    teachers: dict = {}
+    students: dict = {}
+    for world, by_t in table.items():
+        about = worlds.get(world, {}).get("about", world)
+        for teacher, by_snr in by_t.items():
+            for snr, c in by_snr.items():
+                cell = {"users": c["users"], f"minus_generic_2x{student}": c["teacher_minus_generic"]}
+                cell[f"gain_2x{student}"] = c["gain_mean"]
+                teachers.setdefault(teacher, {}).setdefault(world, {"world": about})[f"{snr}dB"] = cell
+                generic = {"users": c["users"], "si_sdr": c["generic"], "mixture": c["mixture"]}
+                students.setdefault(world, {"world": about})[f"{snr}dB"] = generic
+    written = []
+    for teacher, figures in teachers.items():
+        if teacher in CARD_TEACHERS:
+            update_card(BUILTIN_DIR / f"{CARD_TEACHERS[teacher]}.pt", {"held_out_worlds": figures})
+            written.append(CARD_TEACHERS[teacher])
+    update_card(BUILTIN_DIR / f"student-2x{student}.pt", {"held_out_worlds": students})
+    return [*written, f"student-2x{student}"]
+
+
 def main(argv: list[str] | None = None) -> dict:
     s = resolve(parse_args(argv))
     out = prepare_out(s["out"])
@@ -205,6 +240,10 @@ def main(argv: list[str] | None = None) -> dict:
     write_json(out / "results.json", results)
     text = markdown(table, s["worlds"])
     (out / "table.md").write_text(text)
+    if s["write_cards"]:
+        print(
+            "heldout: updated the model cards of " + ", ".join(write_cards(table, s["worlds"], s["student"]))
+        )
     print(text)
     print(f"heldout: wrote {out / 'table.md'} in {duration(results['wall_seconds'])}")
     return results

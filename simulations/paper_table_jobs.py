@@ -9,6 +9,7 @@ import multiprocessing as mp
 import time
 import zlib
 
+import numpy as np
 from paper_table_setup import TEACHERS, student_overrides, world_overrides
 
 _STATE: dict = {}
@@ -66,6 +67,22 @@ def _cached_score(world, uid: str, role: str, name, test_set) -> float:
     return _STATE["cache"].scores(key, lambda: score({"m": model}, test_set))["m"]
 
 
+def dnsmos_columns(models: dict, test_set) -> dict[str, float]:
+    """``dnsmos_{sig,bak,ovr}_{noisy,<model>}``: DNSMOS P.835 means over the test mixtures (no clean reference)."""
+    from fedpse.distill.adapt import enhance
+    from fedpse.models.dnsmos import load_dnsmos
+
+    scorer = load_dnsmos("cpu")
+    noisy = [x for x, _ in test_set]
+    outputs = {"noisy": noisy, **{name: enhance(m, noisy) for name, m in models.items()}}
+    columns = {}
+    for name, clips in outputs.items():
+        scores = scorer.score_many(clips)
+        for part in ("sig", "bak", "ovr"):
+            columns[f"dnsmos_{part}_{name}"] = float(np.mean([sc[part] for sc in scores]))
+    return columns
+
+
 def user_job(job: tuple[float, str, list[tuple[int, str]], int | None]) -> list[dict]:
     """Every (student, teacher) pair of ``todo`` for one user at one SNR: one row each (scores, adaptation costs,
     the teacher's MACs per second of audio and its wall on the user's adaptation audio)."""
@@ -98,8 +115,16 @@ def user_job(job: tuple[float, str, list[tuple[int, str]], int | None]) -> list[
             if (
                 result.finetuned_state is not None
             ):  # ... where it kept the generic one: the one it turned down
-                personalized.load_state_dict(result.finetuned_state)
-                costs["si_sdr_unguarded"] = score({"p": personalized}, test_set)["p"]
+                turned_down = copy.deepcopy(personalized)
+                turned_down.load_state_dict(result.finetuned_state)
+                costs["si_sdr_unguarded"] = score({"p": turned_down}, test_set)["p"]
+            if cfg.scoring.dnsmos:  # non-intrusive scores of the same test outputs (scoring.dnsmos=true)
+                models = {
+                    "generic": _STATE["students"][student],
+                    "personalized": personalized,
+                    "teacher": model,
+                }
+                costs.update(dnsmos_columns(models, test_set))
             del costs["best_agreement_db"]  # rows.jsonl has kept the columns it was started with
             rows.append(
                 {

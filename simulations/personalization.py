@@ -19,6 +19,7 @@ guard kept generic, and device compute per user relative to plain KD.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import time
 from pathlib import Path
@@ -96,15 +97,22 @@ def variant_spec(name: str, spec, teachers: list[str]) -> dict:
     }
 
 
-def seed_plain_rows(variant_dir: Path) -> int:
-    """Copy the main paper table's rows into ``variant_dir/rows.jsonl`` (paper_table reuses those whose setting
-    key matches the run's, i.e. the same computation); returns how many were copied."""
-    target = variant_dir / "rows.jsonl"
+def seed_plain_rows(target_dir: Path, student: int, snrs: list[float], teachers: list[str]) -> int:
+    """Copy the main paper table's rows of these cells into ``target_dir/rows.jsonl`` (paper_table reuses those whose
+    setting key matches the run's, i.e. the same computation); returns how many were copied."""
+    target = target_dir / "rows.jsonl"
     if target.exists() or not MAIN_ROWS.is_file():
         return 0
-    lines = MAIN_ROWS.read_text().splitlines()
-    target.write_text("\n".join(lines) + "\n")
-    return len(lines)
+    kept = []
+    for line in MAIN_ROWS.read_text().splitlines():
+        try:
+            r = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if int(r["student"]) == student and float(r["snr_db"]) in snrs and r["teacher"] in teachers:
+            kept.append(line)
+    target.write_text("".join(f"{line}\n" for line in kept))
+    return len(kept)
 
 
 def paper_table_argv(s: dict, users: int, teachers: list[str], out: Path, overrides: list[str]) -> list[str]:
@@ -128,7 +136,7 @@ def run_variant(s: dict, variant: str, spec: dict, out: Path) -> list[dict]:
     vdir = out / variant
     vdir.mkdir(parents=True, exist_ok=True)
     if variant == "plain":
-        seed_plain_rows(vdir)
+        seed_plain_rows(vdir, s["student"], s["snr_db"], spec["teachers"])
     teachers = [t for t in spec["teachers"] if not s["only_teachers"] or t in s["only_teachers"]]
     by_users: dict[int, list[str]] = {}
     for t in teachers:
@@ -168,13 +176,19 @@ def summarise(rows: list[dict], plain_macs: float | None) -> dict:
         "above_teacher": int(sum(r["si_sdr_personalized"] > r["si_sdr_teacher"] for r in rows)),
         "kept_generic": int(sum(d == "kept_generic" for d in decisions)),
         "guarded": any(d not in (None, "off") for d in decisions),
+        # with scoring.dnsmos=true: what a non-intrusive score says of the same gain (None without the columns)
+        "dnsmos_ovr_gain": float(
+            np.mean([r["dnsmos_ovr_personalized"] - r["dnsmos_ovr_generic"] for r in rows])
+        )
+        if all("dnsmos_ovr_personalized" in r for r in rows)
+        else None,
         "device_macs_mean": macs,
         "device_macs_vs_plain": macs / plain_macs if plain_macs else math.nan,
     }
 
 
 def tabulate(by_variant: dict[str, list[dict]]) -> dict:
-    """``{variant: {teacher: {snr: summary}}}``; compute is relative to plain KD of the same teacher and SNR."""
+    """``{variant: {teacher: {snr: summary}}}``; compute is relative to plain KD of the same teacher, SNR and users."""
     cells: dict = {}
     for variant, rows in by_variant.items():
         for r in rows:
@@ -186,13 +200,31 @@ def tabulate(by_variant: dict[str, list[dict]]) -> dict:
     for variant, by_t in cells.items():
         for teacher, by_snr in by_t.items():
             for snr, rows in sorted(by_snr.items(), key=lambda kv: float(kv[0])):
-                base = plain.get(teacher, {}).get(snr)
-                base_macs = float(np.mean([r["device_macs"] for r in base])) if base else None
+                users = {r["user"] for r in rows}  # plain KD of the same users
+                base = [r for r in plain.get(teacher, {}).get(snr, []) if r["user"] in users]
+                base_macs = (
+                    float(np.mean([r["device_macs"] for r in base])) if len(base) == len(users) else None
+                )
                 table.setdefault(variant, {}).setdefault(teacher, {})[snr] = summarise(rows, base_macs)
+    # plain KD on the same users as a variant measured on fewer of them: the fair comparison for that variant
+    for teacher, by_snr in plain.items():
+        for snr, rows in by_snr.items():
+            subsets = {
+                frozenset(r["user"] for r in by_t[teacher][snr])
+                for v, by_t in cells.items()
+                if v != "plain" and snr in by_t.get(teacher, {})
+            }
+            for users in sorted(subsets, key=len):
+                same = [r for r in rows if r["user"] in users]
+                if len(same) == len(users) < len(rows):
+                    name = f"plain ({len(users)} users)"
+                    table.setdefault(name, {}).setdefault(teacher, {})[snr] = summarise(same, None)
     return table
 
 
 def markdown(table: dict, variants: dict[str, dict]) -> str:
+    cells = [c for by_t in table.values() for by_snr in by_t.values() for c in by_snr.values()]
+    dnsmos = any(c.get("dnsmos_ovr_gain") is not None for c in cells)
     rows = []
     for variant, by_t in table.items():
         for teacher, by_snr in by_t.items():
@@ -209,9 +241,12 @@ def markdown(table: dict, variants: dict[str, dict]) -> str:
                         num(c["gap_closure_of_means"]),
                         c["above_teacher"],
                         c["kept_generic"] if c["guarded"] else "–",
-                        num(c["device_macs_vs_plain"]) + "×",
+                        num(c["device_macs_vs_plain"]) + "×"
+                        if c["device_macs_vs_plain"] == c["device_macs_vs_plain"]
+                        else "–",
                         c["users"],
                     ]
+                    + ([num(c.get("dnsmos_ovr_gain"), signed=True)] if dnsmos else [])
                 )
     rows.sort(
         key=lambda r: (float(r[0].split()[0].replace("−", "-")), r[1] != TEACHER_LABELS.get("gru"), r[1])
@@ -229,7 +264,7 @@ def markdown(table: dict, variants: dict[str, dict]) -> str:
         "kept generic",
         "device compute vs plain",
         "users",
-    ]
+    ] + (["DNSMOS OVR gain"] if dnsmos else [])
     legend = "; ".join(
         f"`{v}`: " + (", ".join(f"`{o}`" for o in spec["set"]) or "plain KD") for v, spec in variants.items()
     )
