@@ -24,12 +24,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-from paper_table_setup import TEACHER_LABELS
-from personalization import paper_table_argv, seed_plain_rows
+from paper_table_setup import TEACHER_LABELS, paper_table_argv, seed_plain_rows
 from studylib import (
     REPO,
     RESULTS_DIR,
-    StudyError,
+    check_names,
     duration,
     load_preset,
     md_table,
@@ -64,9 +63,7 @@ def resolve(args: argparse.Namespace) -> dict:
     p = load_preset("heldout", args.quick, args.config)
     worlds = dict(p["worlds"])
     names = args.worlds or list(worlds)
-    unknown = [w for w in names if w not in worlds]
-    if unknown:
-        raise StudyError(f"--worlds: unknown world {unknown[0]!r}; expected some of {', '.join(worlds)}")
+    check_names(names, worlds, "--worlds", "world")
     return {
         "worlds": {w: worlds[w] for w in names},
         "users": args.users or p["users"],

@@ -7,9 +7,10 @@ Teachers are the shipped checkpoints (``BUILTIN_TEACHERS``) and the public denoi
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
-from studylib import StudyError
+from studylib import RESULTS_DIR, StudyError
 
 STUDENT_SIZES = (32, 64, 128, 256)
 TEACHERS = {
@@ -132,3 +133,41 @@ def chunk_count(adapt_minutes: float | None, chunk_seconds: float, available: in
             f"(at most {available * chunk_seconds / 60:g} min)"
         )
     return n
+
+
+# ------------------------------------------------------------------------------------------------ studies built on it
+MAIN_ROWS = (
+    RESULTS_DIR / "paper_table" / "rows.jsonl"
+)  # the main paper table's rows (personalization, heldout)
+
+
+def seed_plain_rows(target_dir: Path, student: int, snrs: list[float], teachers: list[str]) -> int:
+    """Copy the main paper table's rows of these cells into ``target_dir/rows.jsonl`` (paper_table reuses those whose
+    setting key matches the run's, i.e. the same computation); returns how many were copied."""
+    target = target_dir / "rows.jsonl"
+    if target.exists() or not MAIN_ROWS.is_file():
+        return 0
+    kept = []
+    for line in MAIN_ROWS.read_text().splitlines():
+        try:
+            r = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if int(r["student"]) == student and float(r["snr_db"]) in snrs and r["teacher"] in teachers:
+            kept.append(line)
+    target.write_text("".join(f"{line}\n" for line in kept))
+    return len(kept)
+
+
+def paper_table_argv(s: dict, users: int, teachers: list[str], out: Path, overrides: list[str]) -> list[str]:
+    """The ``paper_table.py`` command line of one run of a study (``s``: its resolved settings)."""
+    argv = ["--users", str(users), "--snr", *[f"{x:g}" for x in s["snr_db"]]]
+    argv += ["--students", str(s["student"]), "--teachers", *teachers, "--workers", str(s["workers"])]
+    argv += ["--out", str(out)]
+    if s["adapt_minutes"] is not None:
+        argv += ["--adapt-minutes", str(s["adapt_minutes"])]
+    for o in [*s["overrides"], *overrides]:
+        argv += ["--set", o]
+    if s["no_compute"]:
+        argv.append("--no-compute")
+    return argv

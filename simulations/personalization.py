@@ -19,16 +19,16 @@ guard kept generic, and device compute per user relative to plain KD.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import time
 from pathlib import Path
 
 import numpy as np
-from paper_table_setup import TEACHER_LABELS
+from paper_table_setup import TEACHER_LABELS, paper_table_argv, seed_plain_rows
 from studylib import (
     RESULTS_DIR,
     StudyError,
+    check_names,
     duration,
     load_preset,
     md_table,
@@ -37,8 +37,6 @@ from studylib import (
     run_main,
     write_json,
 )
-
-MAIN_ROWS = RESULTS_DIR / "paper_table" / "rows.jsonl"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -61,11 +59,7 @@ def resolve(args: argparse.Namespace) -> dict:
     p = load_preset("personalization", args.quick, args.config)
     variants = dict(p["variants"])
     names = args.variants or list(variants)
-    unknown = [v for v in names if v not in variants]
-    if unknown:
-        raise StudyError(
-            f"--variants: unknown variant {unknown[0]!r}; expected some of {', '.join(variants)}"
-        )
+    check_names(names, variants, "--variants", "variant")
     s = {
         "users": args.users or p["users"],
         "users_given": args.users is not None,
@@ -95,38 +89,6 @@ def variant_spec(name: str, spec, teachers: list[str]) -> dict:
         "teachers": list(spec.get("teachers") or teachers),
         "users": spec.get("users"),
     }
-
-
-def seed_plain_rows(target_dir: Path, student: int, snrs: list[float], teachers: list[str]) -> int:
-    """Copy the main paper table's rows of these cells into ``target_dir/rows.jsonl`` (paper_table reuses those whose
-    setting key matches the run's, i.e. the same computation); returns how many were copied."""
-    target = target_dir / "rows.jsonl"
-    if target.exists() or not MAIN_ROWS.is_file():
-        return 0
-    kept = []
-    for line in MAIN_ROWS.read_text().splitlines():
-        try:
-            r = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if int(r["student"]) == student and float(r["snr_db"]) in snrs and r["teacher"] in teachers:
-            kept.append(line)
-    target.write_text("".join(f"{line}\n" for line in kept))
-    return len(kept)
-
-
-def paper_table_argv(s: dict, users: int, teachers: list[str], out: Path, overrides: list[str]) -> list[str]:
-    """The ``paper_table.py`` command line of one run of a study (``s``: its resolved settings)."""
-    argv = ["--users", str(users), "--snr", *[f"{x:g}" for x in s["snr_db"]]]
-    argv += ["--students", str(s["student"]), "--teachers", *teachers, "--workers", str(s["workers"])]
-    argv += ["--out", str(out)]
-    if s["adapt_minutes"] is not None:
-        argv += ["--adapt-minutes", str(s["adapt_minutes"])]
-    for o in [*s["overrides"], *overrides]:
-        argv += ["--set", o]
-    if s["no_compute"]:
-        argv.append("--no-compute")
-    return argv
 
 
 def run_variant(s: dict, variant: str, spec: dict, out: Path) -> list[dict]:

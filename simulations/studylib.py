@@ -53,6 +53,13 @@ def load_preset(study: str, quick: bool, path: str | Path | None = None) -> dict
     return dict(data[name])
 
 
+def check_names(names: Sequence[str], available: dict, flag: str, what: str) -> None:
+    """A one-line StudyError for the first of ``names`` that is not a key of the preset's ``available`` block."""
+    unknown = [n for n in names if n not in available]
+    if unknown:
+        raise StudyError(f"{flag}: unknown {what} {unknown[0]!r}; expected some of {', '.join(available)}")
+
+
 # ------------------------------------------------------------------------------------------------ output folder
 def prepare_out(out: str | Path) -> Path:
     """Create ``out`` (and parents), check that files can be written there, and take its lock (a second study
