@@ -44,6 +44,7 @@ _RANGE_PAIRS = {
     "world.snr_db",
     "world.room.rt60_s",
     "pretrain.snr_db",
+    "pretrain.reverb_rt60_s",
     "federation.devices.uplink_mbps",
     "federation.devices.downlink_mbps",
     "federation.devices.charging_hours",
@@ -146,6 +147,6 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
         key = f"{prefix}.{name}" if prefix else name
         if key in _RANGE_PAIRS:
             pair = getattr(obj, name)
-            if len(pair) != 2 or pair[0] > pair[1]:
+            if pair is not None and (len(pair) != 2 or pair[0] > pair[1]):
                 raise ConfigError(f"{key}: expected [low, high] with low <= high, got {pair!r}")
     return obj

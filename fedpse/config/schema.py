@@ -117,15 +117,17 @@ class TeacherConfig:
         True, "bidirectional GRU teacher (it runs offline on recorded chunks, so it may look ahead)"
     )
     magnitude: str = _f(
-        "linear",
-        "GRU input feature (arch=gru): linear magnitude as in the paper, or log1p (log(1 + |X|))",
+        "log1p",
+        "GRU input feature (arch=gru): log1p (log(1 + |X|), the default teacher's) or linear magnitude as in the "
+        "paper",
         choices=["linear", "log1p"],
     )
     convtasnet: ConvTasNetConfig = _sub(ConvTasNetConfig)
     onnx: OnnxTeacherConfig = _sub(OnnxTeacherConfig)
     checkpoint: str | None = _f(
-        "builtin:teacher-gru",
-        "teacher weights: a path, builtin:NAME (shipped: teacher-gru, teacher-convtasnet) or null (random init)",
+        "builtin:teacher-gru-log",
+        "teacher weights: a path, builtin:NAME (shipped: teacher-gru-log, teacher-gru, teacher-convtasnet) or null "
+        "(random init)",
     )
 
 
@@ -154,6 +156,25 @@ class PretrainConfig:
         "share of training noises made new: a second place mixed in, spectral tilt, time reversal",
         min=0.0,
         max=1.0,
+    )
+    reverb_share: float = _f(
+        0.0,
+        "share of training and validation mixtures whose speech is reverberated in a pretraining room (never a "
+        "user's room); the target is world.room.target (dry or early reverb, world.room.early_ms); noise is not "
+        "reverberated, as in users' mixtures",
+        min=0.0,
+        max=1.0,
+    )
+    reverb_rooms: int = _f(
+        200, "training rooms for reverberant mixtures (validation draws its own, a fifth as many)", min=1
+    )
+    reverb_rt60_s: list[float] | None = _f(
+        None, "RT60 range [low, high] s of the pretraining rooms (null: world.room.rt60_s)"
+    )
+    init_checkpoint: str | None = _f(
+        None,
+        "start from these weights (a path or builtin:NAME of the same architecture) instead of a random "
+        "initialisation: fine-tunes a shipped model on a new pool; recorded in the card",
     )
     val_mixtures: int = _f(64, "validation mixtures (held-out pretraining speakers and noises)", min=1)
     val_every: int = _f(250, "validate every N steps", min=1)

@@ -4,7 +4,14 @@ Online mixing: each step draws fresh (speech crop, noise crop, SNR in ``pretrain
 from the training speakers and noise places (``pretrain.noise_augment`` of the noises made new by ``augment_noise``:
 the default pool's 54 places are few enough for a teacher to learn them; ``simulations/pool_gap.py`` measures that);
 validation uses a fixed, seeded set of mixtures from the *held-out* pretraining speakers and noise places. Loss:
-negative SI-SDR to the clean speech. Checkpoints every ``checkpoint_every`` steps (``last.pt`` + optimizer state
+negative SI-SDR to the clean speech.
+
+Reverberant pretraining (``pretrain.reverb_share`` > 0, for joint denoising + dereverberation): that share of the
+mixtures has its speech convolved with the RIR of a pretraining room (``world.rooms.pretraining_rooms``: seeded, RT60
+in ``pretrain.reverb_rt60_s``, never a user's room; validation in rooms of its own) and the target is the dry or
+early-reverb speech (``world.room.target``), aligned on the direct path as users' references are. Noise is not
+reverberated: users' noise is recorded at the device, already in its room. ``pretrain.init_checkpoint`` starts from
+a shipped model's weights (how the dereverberation checkpoints were made from the denoising ones). Checkpoints every ``checkpoint_every`` steps (``last.pt`` + optimizer state
 for ``--resume``), best-by-validation kept as ``best.pt``.
 
 At scale: the model trains on ``device.pretrain`` (checkpoints are written from CPU tensors either way, so a file
@@ -28,13 +35,14 @@ import numpy as np
 import torch
 
 from fedpse.audio.io import SAMPLE_RATE, load_audio
-from fedpse.config import Config, config_to_dict
+from fedpse.config import Config, ConfigError, config_to_dict
 from fedpse.distill.loss import neg_si_sdr_loss, si_sdr
 from fedpse.models.accelerator import describe_device, role_device, to_cpu
 from fedpse.models.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
 from fedpse.models.finite import NonFiniteOutputError
 from fedpse.models.registry import build_from_spec, describe_spec
-from fedpse.models.zoo import role_spec
+from fedpse.models.zoo import load_weights, role_spec
+from fedpse.world.rooms import RirBank, Room, pretraining_rooms
 
 LEVEL_DBFS = (-36.0, -16.0)  # mixture level range: the GRU sees linear magnitudes, so train level-robust
 VALIDATION_SECONDS = 4.0  # length of each validation mixture
@@ -62,14 +70,25 @@ def augment_noise(x: np.ndarray, rng: np.random.Generator, other) -> np.ndarray:
 
 
 class MixingPool:
-    """In-memory (int16) speech and noise of one split of the pretraining pool, mixed on demand."""
+    """In-memory (int16) speech and noise of one split of the pretraining pool, mixed on demand; with ``reverb``
+    (a ``RirBank`` of pretraining rooms), ``reverb_share`` of the mixtures have reverberant speech and the bank's
+    target (dry or early reverb) as their clean reference."""
 
-    def __init__(self, speech: dict[str, list[Path]], noise: list[Path], noise_augment: float = 0.0):
+    def __init__(
+        self,
+        speech: dict[str, list[Path]],
+        noise: list[Path],
+        noise_augment: float = 0.0,
+        reverb: RirBank | None = None,
+        reverb_share: float = 0.0,
+    ):
         if not speech or not noise:
             raise ValueError("the world's pretraining pool is empty (no speakers or no noise places)")
         self.speakers = [[_pcm16(load_audio(p)) for p in files] for files in speech.values()]
         self.noise = [_pcm16(load_audio(p)) for p in noise]
         self.noise_augment = noise_augment
+        self.reverb = reverb if reverb_share > 0 else None  # no bank: the random draws are exactly as before
+        self.reverb_share = reverb_share
 
     def _speech(self, rng: np.random.Generator, n: int) -> np.ndarray:
         utts = self.speakers[rng.integers(len(self.speakers))]
@@ -98,15 +117,20 @@ class MixingPool:
     def mixture(
         self, rng: np.random.Generator, n: int, snr_db: tuple[float, float]
     ) -> tuple[np.ndarray, np.ndarray]:
-        speech, noise = self._speech(rng, n), self._noise(rng, n)
+        if self.reverb is not None and rng.random() < self.reverb_share:
+            # a lead-in before the crop, so the crop also hears the reverberant tail of the speech before it
+            speech, target = self.reverb.apply(self._speech(rng, self.reverb.pre + n), rng, n)
+        else:
+            speech = target = self._speech(rng, n)
+        noise = self._noise(rng, n)
         ps, pn = float(np.mean(speech**2)) + 1e-10, float(np.mean(noise**2)) + 1e-10
-        snr = rng.uniform(*snr_db)
+        snr = rng.uniform(*snr_db)  # against the (reverberant) speech, as in users' mixtures
         noise *= math.sqrt(ps / (pn * 10 ** (snr / 10)))
         noisy = speech + noise
         gain = 10 ** (rng.uniform(*LEVEL_DBFS) / 20) / (math.sqrt(float(np.mean(noisy**2))) + 1e-9)
         peak = float(np.max(np.abs(noisy))) * gain
         gain *= min(1.0, 0.99 / max(peak, 1e-9))
-        return noisy * gain, speech * gain
+        return noisy * gain, target * gain
 
     def batch(self, rng: np.random.Generator, size: int, n: int, snr_db) -> tuple[torch.Tensor, torch.Tensor]:
         pairs = [self.mixture(rng, n, snr_db) for _ in range(size)]
@@ -154,6 +178,37 @@ def training_batches(
     return iter(loader)
 
 
+def reverb_banks(cfg: Config, world, log=print) -> dict[str, RirBank]:
+    """RIR banks of the pretraining rooms: ``pretrain.reverb_rooms`` train rooms and a fifth as many validation
+    rooms, from seeded streams of their own, never a room of the world's users; target and early window from
+    ``world.room``. RIRs are cached in the world folder next to the users' (``rirs/``)."""
+    pc, rc = cfg.pretrain, cfg.world.room
+    rt60 = tuple(pc.reverb_rt60_s if pc.reverb_rt60_s is not None else rc.rt60_s)
+    key = "pretrain.reverb_rt60_s" if pc.reverb_rt60_s is not None else "world.room.rt60_s"
+    if rt60[0] <= 0:
+        raise ConfigError(f"{key}: expected RT60 values above 0 s, got {list(rt60)}")
+    users = [Room.from_dict(r) for r in world.user_rooms()]
+    train_rooms = pretraining_rooms(cfg.seed, "train", pc.reverb_rooms, rt60, exclude=users)
+    val_rooms = pretraining_rooms(
+        cfg.seed, "val", max(1, pc.reverb_rooms // 5), rt60, exclude=[*users, *train_rooms]
+    )
+    cache = Path(world.root) / "rirs"
+    t0 = time.perf_counter()
+    try:
+        banks = {
+            split: RirBank(rooms, rc.target, rc.early_ms, cache)
+            for split, rooms in (("train", train_rooms), ("val", val_rooms))
+        }
+    except ValueError as err:  # a room the RT60 range cannot make (Sabine absorption above 1)
+        raise ConfigError(f"{key}={list(rt60)}: {err}") from None
+    log(
+        f"reverberant pretraining: {len(train_rooms)} train + {len(val_rooms)} validation rooms, RT60 "
+        f"{rt60[0]:g}-{rt60[1]:g} s, target {rc.target}, {pc.reverb_share:.0%} of mixtures "
+        f"(RIRs ready in {time.perf_counter() - t0:.0f} s)"
+    )
+    return banks
+
+
 def mixed_precision(amp: str, device: torch.device, log) -> torch.dtype | None:
     """The autocast dtype of ``pretrain.amp`` on ``device`` (None: fp32); on the CPU it is ignored, with a note."""
     if amp == "off":
@@ -194,15 +249,31 @@ def pretrain(
     out.mkdir(parents=True, exist_ok=True)
     spec = role_spec(cfg, role)
     n = int(pc.segment_seconds * SAMPLE_RATE)
+    banks = reverb_banks(cfg, world, log) if pc.reverb_share > 0 else {"train": None, "val": None}
     train = MixingPool(
-        world.pretrain_speech_files("train"), world.pretrain_noise_files("train"), pc.noise_augment
+        world.pretrain_speech_files("train"),
+        world.pretrain_noise_files("train"),
+        pc.noise_augment,
+        banks["train"],
+        pc.reverb_share,
     )
-    val_pool = MixingPool(world.pretrain_speech_files("val"), world.pretrain_noise_files("val"))
+    val_pool = MixingPool(
+        world.pretrain_speech_files("val"),
+        world.pretrain_noise_files("val"),
+        reverb=banks["val"],
+        reverb_share=pc.reverb_share,
+    )
     vrng = np.random.default_rng([cfg.seed, 77])
     val_noisy, val_clean = validation_batch(val_pool, vrng, pc.val_mixtures, pc.snr_db)
     val_noisy, val_clean = val_noisy.to(device), val_clean.to(device)
     torch.manual_seed(cfg.seed)
-    model = build_from_spec(spec).to(device)  # initialised on the CPU: the same weights on every device
+    model = build_from_spec(spec)  # initialised on the CPU: the same weights on every device
+    init_card = None
+    if pc.init_checkpoint and not resume:
+        start, init_card = load_weights(spec, pc.init_checkpoint, "pretrain.init_checkpoint")
+        model.load_state_dict(start.state_dict())
+        log(f"starting from {pc.init_checkpoint} (trained {init_card.get('steps', '?')} steps)")
+    model = model.to(device)
     opt = torch.optim.Adam(model.parameters(), lr=pc.lr)
     scaler = torch.amp.GradScaler("cuda") if autocast_dtype == torch.float16 else None
     step, best, history = 0, -math.inf, []
@@ -228,6 +299,18 @@ def pretrain(
         "config": {role: config_to_dict(getattr(cfg, role)), "pretrain": config_to_dict(pc)},
         "device": describe_device(device),
     }
+    if banks["train"] is not None:
+        base_card["reverb"] = {
+            "share": pc.reverb_share,
+            "train": banks["train"].describe(),
+            "val": banks["val"].describe(),
+            "noise_reverberated": False,
+        }
+    if pc.init_checkpoint:  # on --resume the first session's card says where it started
+        base_card["init_checkpoint"] = {
+            "ref": pc.init_checkpoint,
+            **({k: init_card.get(k) for k in ("steps", "val_si_sdr", "world_key")} if init_card else {}),
+        }
     log(f"pretraining {role} on {base_card['device']}")
     if step == 0:
         best = evaluate(model, val_noisy, val_clean)

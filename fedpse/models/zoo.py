@@ -71,6 +71,12 @@ def resolve_checkpoint(ref: str, key: str) -> Path:
 def _load_or_init(spec: dict, ref: str | None, key: str) -> tuple[nn.Module, dict]:
     if ref is None:
         return build_from_spec(spec).eval(), {"init": "random"}
+    return load_weights(spec, ref, key)
+
+
+def load_weights(spec: dict, ref: str, key: str) -> tuple[nn.Module, dict]:
+    """The checkpoint ``ref`` (path or ``builtin:NAME``), which must have ``spec``'s architecture; errors name
+    ``key``."""
     expected = {
         k: v
         for k, v in spec.items()

@@ -26,6 +26,11 @@ _LATER_KEYS = {
 }
 
 
+# the room settings every room-less world is keyed with (the defaults when rooms came in): a room-less world's
+# key ignores world.room.*, which pretraining reads for its reverberant mixtures (rt60_s, target, early_ms)
+ROOMLESS = {"enabled": False, "rt60_s": [0.2, 0.8], "target": "dry", "early_ms": 50.0}
+
+
 class WorldError(ValueError):
     """A world cache that is missing, incomplete or built from a different config."""
 
@@ -54,6 +59,8 @@ def world_key(cfg: Config) -> str:
             del world[section][key]
     if world["speech"]["source"] != "neural_tts":
         del world["speech"]["neural_tts"]  # (added later too) its settings change no audio of other sources
+    if not world["room"]["enabled"]:  # a world without rooms has the same audio whatever the room settings say
+        world["room"] = ROOMLESS
     blob = json.dumps({"format": FORMAT_VERSION, "seed": cfg.seed, "world": world}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
 
@@ -134,6 +141,10 @@ class World:
 
     def pretrain_noise_files(self, split: str) -> list[Path]:
         return [self.root / e["path"] for e in self.manifest["pretrain_noise"] if e["split"] == split]
+
+    def user_rooms(self) -> list[dict]:
+        """The rooms users are in (``Room.to_dict`` form); empty in a world without rooms."""
+        return [u["room"] for u in self._users.values() if u.get("room")]
 
     def verify(self) -> list[str]:
         """Recompute every user audio hash; returns the names of files whose content differs from the manifest."""

@@ -1,5 +1,10 @@
-"""Shoebox rooms for reverberant users: sampling a room, its impulse responses (image source method via
-pyroomacoustics, cached on disk), and reverberating speech with a dry or early-reverb clean reference.
+"""Shoebox rooms for reverberant users and for reverberant pretraining: sampling a room, its impulse responses
+(image source method via pyroomacoustics, cached on disk), and reverberating speech with a dry or early-reverb clean
+reference.
+
+Pretraining rooms (``pretraining_rooms``) come from their own seeded stream, one per split (train / val), and any
+room that is also a user's room (same seed or same RIR key) is skipped, so the rooms a model trains and validates
+in are never the rooms it is tested in. ``RirBank`` holds their RIRs in memory for online mixing.
 
 RIRs are scaled so the direct path has unit gain (pyroomacoustics gives it ``1 / distance``): the dry reference
 then matches the direct-path part of the reverberant speech in level and time. pyroomacoustics is imported
@@ -30,6 +35,10 @@ MIC_HEIGHT_M = (0.7, 1.5)  # device on a table or shelf
 SOURCE_MIC_DISTANCE_M = (0.5, 4.0)
 FADE_MS = 5.0  # fade-out after the early-reverb window
 TARGETS = ("dry", "early")
+PRETRAIN_ROOM_STREAM = (
+    0x5245_5642  # "REVB": the seed stream of pretraining rooms, apart from the world's user draws
+)
+SPLITS = {"train": 1, "val": 2}
 
 Vec3 = tuple[float, float, float]
 
@@ -199,6 +208,11 @@ def room_rirs(
     return full, early
 
 
+def _convolve_aligned(speech: np.ndarray, rir: np.ndarray, start: int, n: int) -> np.ndarray:
+    """``speech * rir`` from sample ``start`` on (the direct path), ``n`` samples long."""
+    return _fit(fftconvolve(speech, rir)[start : start + n], n)
+
+
 def reverberate(
     speech: np.ndarray,
     room: Room,
@@ -215,12 +229,72 @@ def reverberate(
         raise ValueError(f"speech must be mono (1-D), got shape {speech.shape}")
     full, early = room_rirs(room, cache_dir, early_ms)
     start, n = direct_path_index(room), len(speech)
-    reverberant = fftconvolve(speech, full)[start : start + n]
-    if target == "dry":
-        reference = speech.copy()
-    else:
-        reference = fftconvolve(speech, early)[start : start + n]
-    return _fit(reverberant, n), _fit(reference, n)
+    reverberant = _convolve_aligned(speech, full, start, n)
+    reference = speech.copy() if target == "dry" else _convolve_aligned(speech, early, start, n)
+    return reverberant, reference
+
+
+def pretraining_rooms(
+    seed: int,
+    split: str,
+    count: int,
+    rt60_range: tuple[float, float],
+    exclude: list[Room] | tuple[Room, ...] = (),
+) -> list[Room]:
+    """``count`` rooms of the pretraining pool's ``split`` ("train" | "val"): a seeded stream of its own per split,
+    skipping any room in ``exclude`` (the users' rooms, and the train rooms when drawing val ones)."""
+    if split not in SPLITS:
+        raise ValueError(f"split: expected one of {sorted(SPLITS)}, got {split!r}")
+    seeds, keys = {r.seed for r in exclude}, {room_key(r) for r in exclude}
+    rng = np.random.default_rng([seed, PRETRAIN_ROOM_STREAM, SPLITS[split]])
+    rooms: list[Room] = []
+    while len(rooms) < count:
+        room = sample_room(rng, rt60_range)
+        if room.seed not in seeds and room_key(room) not in keys:
+            rooms.append(room)
+    return rooms
+
+
+class RirBank:
+    """RIRs of a list of rooms, in memory, for reverberating pretraining speech on the fly.
+
+    ``apply(speech, rng, n)``: ``speech`` has ``pre`` samples of lead-in (so the crop hears the reverberant tail of
+    what came before, as a device in a room does) followed by the ``n`` samples of the crop; returns the reverberant
+    crop and its clean reference (dry, or the early-reverb speech), aligned on the direct path like a user's."""
+
+    def __init__(self, rooms: list[Room], target: str, early_ms: float, cache_dir: Path | None = None):
+        if target not in TARGETS:
+            raise ValueError(f"unknown reverberation target {target!r}; expected one of {TARGETS}")
+        if not rooms:
+            raise ValueError("RirBank needs at least one room")
+        self.rooms, self.target, self.early_ms = list(rooms), target, early_ms
+        self._rirs = []
+        for room in self.rooms:
+            full, early = room_rirs(room, cache_dir, early_ms)
+            self._rirs.append((full, early if target == "early" else None, direct_path_index(room)))
+        self.pre = max(len(full) for full, _, _ in self._rirs)  # lead-in long enough for the longest tail
+
+    def __len__(self) -> int:
+        return len(self.rooms)
+
+    def apply(self, speech: np.ndarray, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+        full, early, start = self._rirs[int(rng.integers(len(self._rirs)))]
+        offset = len(speech) - n  # the lead-in
+        reverberant = _convolve_aligned(speech, full, start + offset, n)
+        if early is None:
+            return reverberant, np.ascontiguousarray(speech[offset:], dtype=np.float32)
+        return reverberant, _convolve_aligned(speech, early, start + offset, n)
+
+    def describe(self) -> dict:
+        """What a model card records about the rooms it trained in."""
+        rt60 = [r.rt60_s for r in self.rooms]
+        return {
+            "rooms": len(self.rooms),
+            "rt60_s": [round(min(rt60), 3), round(max(rt60), 3)],
+            "target": self.target,
+            "early_ms": self.early_ms,
+            "room_seeds": [r.seed for r in self.rooms],
+        }
 
 
 def _fit(audio: np.ndarray, n: int) -> np.ndarray:
