@@ -177,6 +177,138 @@ def agreement(student: nn.Module, noisy: list[np.ndarray], targets: list[np.ndar
     return float(torch.cat(scores).mean())
 
 
+class Adaptation:
+    """One user's adaptation call, step by step (what ``adapt`` runs): the chunks split into training and held-out
+    ones, the crops of each step from the user's own seeded generator, the stopping rule and the closing checks.
+    ``adapt`` takes its optimizer steps with the user's ``student``; ``distill/stacked.py`` takes those of several
+    users' sessions at once, and writes each user's weights into its ``student`` before the rule looks at them."""
+
+    def __init__(
+        self,
+        student: nn.Module,
+        noisy: list[np.ndarray],
+        targets: list[np.ndarray],
+        cfg: AdaptConfig,
+        seed: int = 0,
+        user: str | None = None,
+        generic: nn.Module | None = None,
+        teacher: nn.Module | TeacherCheck | None = None,
+    ):
+        if len(noisy) != len(targets) or not noisy:
+            raise ValueError(
+                f"adapt: need matching non-empty lists of chunks and targets, got {len(noisy)} and {len(targets)}"
+            )
+        for i, (x, y) in enumerate(zip(noisy, targets, strict=True)):
+            if len(x) != len(y):
+                raise ValueError(f"adapt: chunk {i} has {len(x)} samples but its target has {len(y)}")
+            if not np.isfinite(y).all():
+                raise NonFiniteOutputError(
+                    "teacher",
+                    "outputs (pseudo-targets)",
+                    user,
+                    f"chunk {i} of {len(targets)} holds NaN or inf; expected finite audio",
+                )
+        self.started = time.perf_counter()
+        torch.set_num_threads(cfg.threads)
+        self.student, self.cfg, self.seed, self.user = student, cfg, seed, user
+        self.generic, self.teacher = generic, teacher
+        self.rng = np.random.default_rng([seed, 31])
+        order = self.rng.permutation(len(noisy))
+        n_hold = math.floor(len(noisy) * cfg.holdout_fraction) if len(noisy) > 1 else 0
+        hold, train = sorted(order[:n_hold]), sorted(order[n_hold:])
+        self.tr_x, self.tr_y = [noisy[i] for i in train], [targets[i] for i in train]
+        self.ho_x, self.ho_y = [noisy[i] for i in hold], [targets[i] for i in hold]
+        self.crop_samples = min(int(cfg.segment_seconds * SAMPLE_RATE), min(len(x) for x in self.tr_x))
+        self.result = AdaptResult(steps=0, stopped_early=False)
+        self.params: list[nn.Parameter] = []
+        if cfg.steps == 0:
+            return
+        if cfg.guard != "off" and generic is None:
+            self.generic = copy.deepcopy(student).eval()
+        self.params = select_trainable(student, cfg.layers)
+        self.device = model_device(student)  # the crops follow the student
+        self.hold_seconds = sum(len(x) for x in self.ho_x) / SAMPLE_RATE
+        self.use_rule = bool(self.ho_x) and cfg.patience > 0
+        self.best_state, self.best, self.stale = None, -math.inf, 0
+        if self.use_rule:
+            self.best = _finite_agreement(student, self.ho_x, self.ho_y, 0, user)
+            self.best_state = copy.deepcopy(student.state_dict())
+            self.result.agreement_db.append({"step": 0, "agreement_db": self.best})
+            self.result.device_macs += forward_macs(student, self.hold_seconds)
+        # refresh=off: the teacher's targets, unchanged
+        self.refresh = TargetRefresh(cfg, student, self.tr_x, self.tr_y, seed)
+
+    def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The training crops of ``step`` (1-based) and their targets, on the student's device."""
+        sources = self.refresh.chunk_targets(step, self.student)
+        self.student.train()
+        x, y = _crops(self.rng, self.tr_x, sources, self.cfg.batch_size, self.crop_samples)
+        return self.refresh.batch(step, x.to(self.device), y.to(self.device))
+
+    def check_loss(self, loss: torch.Tensor, step: int) -> None:
+        """A NaN or inf KD loss is the student's divergence: ``NonFiniteOutputError`` naming it and the user."""
+        if not torch.isfinite(loss):
+            raise NonFiniteOutputError(
+                "student",
+                describe_model(self.student),
+                self.user,
+                f"the KD loss is {loss.item()} at step {step} of adaptation: the student diverged "
+                "(expected a finite loss; a lower adapt.lr?)",
+            )
+
+    def stepped(self, step: int) -> None:
+        """After ``step``'s optimizer step (the student holds the updated weights)."""
+        self.refresh.after_step(self.student)
+        self.result.steps = step
+
+    def checks(self, step: int) -> bool:
+        """Whether the stopping rule measures the student after ``step``."""
+        return self.use_rule and (step % self.cfg.eval_every == 0 or step == self.cfg.steps)
+
+    def stops(self, step: int) -> bool:
+        """The stopping rule after ``step``: keep the best-agreeing weights; True when it is time to stop."""
+        if not self.checks(step):
+            return False
+        score = _finite_agreement(self.student, self.ho_x, self.ho_y, step, self.user)
+        self.result.device_macs += forward_macs(self.student, self.hold_seconds)
+        self.result.agreement_db.append({"step": step, "agreement_db": score})
+        if score > self.best + 1e-3:
+            self.best, self.best_state, self.stale = score, copy.deepcopy(self.student.state_dict()), 0
+            return False
+        self.stale += 1
+        self.result.stopped_early = self.stale >= self.cfg.patience
+        return self.result.stopped_early
+
+    def finish(self) -> AdaptResult:
+        """After the last step: the best weights back, the divergence check, the costs and the guard."""
+        student, cfg, result = self.student, self.cfg, self.result
+        if self.use_rule and self.best_state is not None:
+            student.load_state_dict(self.best_state)
+            result.best_agreement_db = self.best
+        if not all(bool(torch.isfinite(p).all()) for p in self.params):
+            raise NonFiniteOutputError(
+                "student",
+                describe_model(student),
+                self.user,
+                f"its weights hold NaN or inf after {result.steps} adaptation step(s): the student diverged "
+                "(a lower adapt.lr?)",
+            )
+        for p in student.parameters():
+            p.requires_grad_(True)
+        student.eval()
+        result.train_audio_seconds = result.steps * cfg.batch_size * self.crop_samples / SAMPLE_RATE
+        result.device_macs += train_macs(student, result.train_audio_seconds)
+        result.refresh_generations = self.refresh.generations
+        result.refresh_audio_seconds = self.refresh.audio_seconds
+        result.refresh_macs = forward_macs(student, self.refresh.audio_seconds)
+        result.device_macs += result.refresh_macs
+        if cfg.guard != "off":
+            held_out = (self.ho_x, self.ho_y) if self.ho_x else (self.tr_x, self.tr_y)
+            _guard(result, cfg, student, self.generic, held_out, self.seed, self.teacher)
+        result.wall_seconds = time.perf_counter() - self.started
+        return result
+
+
 def adapt(
     student: nn.Module,
     noisy: list[np.ndarray],
@@ -198,102 +330,23 @@ def adapt(
     ``on_step(step, student)`` is called after every optimizer step (e.g. to score a gain-vs-steps curve). A student
     that diverges (NaN or inf loss, agreement or weights) raises ``NonFiniteOutputError`` naming it and ``user``.
     """
-    if len(noisy) != len(targets) or not noisy:
-        raise ValueError(
-            f"adapt: need matching non-empty lists of chunks and targets, got {len(noisy)} and {len(targets)}"
-        )
-    for i, (x, y) in enumerate(zip(noisy, targets, strict=True)):
-        if len(x) != len(y):
-            raise ValueError(f"adapt: chunk {i} has {len(x)} samples but its target has {len(y)}")
-        if not np.isfinite(y).all():
-            raise NonFiniteOutputError(
-                "teacher",
-                "outputs (pseudo-targets)",
-                user,
-                f"chunk {i} of {len(targets)} holds NaN or inf; expected finite audio",
-            )
-    t0 = time.perf_counter()
-    torch.set_num_threads(cfg.threads)
-    rng = np.random.default_rng([seed, 31])
-    order = rng.permutation(len(noisy))
-    n_hold = math.floor(len(noisy) * cfg.holdout_fraction) if len(noisy) > 1 else 0
-    hold, train = sorted(order[:n_hold]), sorted(order[n_hold:])
-    tr_x, tr_y = [noisy[i] for i in train], [targets[i] for i in train]
-    ho_x, ho_y = [noisy[i] for i in hold], [targets[i] for i in hold]
-    n = min(int(cfg.segment_seconds * SAMPLE_RATE), min(len(x) for x in tr_x))
-    result = AdaptResult(steps=0, stopped_early=False)
+    session = Adaptation(student, noisy, targets, cfg, seed, user, generic, teacher)
     if cfg.steps == 0:
-        return result
-    if cfg.guard != "off" and generic is None:
-        generic = copy.deepcopy(student).eval()
-    params = select_trainable(student, cfg.layers)
-    opt = torch.optim.Adam(params, lr=cfg.lr)
-    device = model_device(student)  # the crops follow the student
-    hold_seconds = sum(len(x) for x in ho_x) / SAMPLE_RATE
-    use_rule = bool(ho_x) and cfg.patience > 0
-    best_state, best, stale = None, -math.inf, 0
-    if use_rule:
-        best = _finite_agreement(student, ho_x, ho_y, 0, user)
-        best_state = copy.deepcopy(student.state_dict())
-        result.agreement_db.append({"step": 0, "agreement_db": best})
-        result.device_macs += forward_macs(student, hold_seconds)
-    refresh = TargetRefresh(cfg, student, tr_x, tr_y, seed)  # refresh=off: the teacher's targets, unchanged
+        return session.result
+    opt = torch.optim.Adam(session.params, lr=cfg.lr)
     for step in range(1, cfg.steps + 1):
-        sources = refresh.chunk_targets(step, student)
-        student.train()
-        x, y = _crops(rng, tr_x, sources, cfg.batch_size, n)
-        x, y = refresh.batch(step, x.to(device), y.to(device))
+        x, y = session.batch(step)
         loss = neg_si_sdr_loss(student(x), y)
-        if not torch.isfinite(loss):
-            raise NonFiniteOutputError(
-                "student",
-                describe_model(student),
-                user,
-                f"the KD loss is {loss.item()} at step {step} of adaptation: the student diverged "
-                "(expected a finite loss; a lower adapt.lr?)",
-            )
+        session.check_loss(loss, step)
         opt.zero_grad()
         loss.backward()
         opt.step()
-        refresh.after_step(student)
-        result.steps = step
+        session.stepped(step)
         if on_step is not None:
             on_step(step, student)
-        if use_rule and (step % cfg.eval_every == 0 or step == cfg.steps):
-            score = _finite_agreement(student, ho_x, ho_y, step, user)
-            result.device_macs += forward_macs(student, hold_seconds)
-            result.agreement_db.append({"step": step, "agreement_db": score})
-            if score > best + 1e-3:
-                best, best_state, stale = score, copy.deepcopy(student.state_dict()), 0
-            else:
-                stale += 1
-                if stale >= cfg.patience:
-                    result.stopped_early = True
-                    break
-    if use_rule and best_state is not None:
-        student.load_state_dict(best_state)
-        result.best_agreement_db = best
-    if not all(bool(torch.isfinite(p).all()) for p in params):
-        raise NonFiniteOutputError(
-            "student",
-            describe_model(student),
-            user,
-            f"its weights hold NaN or inf after {result.steps} adaptation step(s): the student diverged "
-            "(a lower adapt.lr?)",
-        )
-    for p in student.parameters():
-        p.requires_grad_(True)
-    student.eval()
-    result.train_audio_seconds = result.steps * cfg.batch_size * n / SAMPLE_RATE
-    result.device_macs += train_macs(student, result.train_audio_seconds)
-    result.refresh_generations, result.refresh_audio_seconds = refresh.generations, refresh.audio_seconds
-    result.refresh_macs = forward_macs(student, refresh.audio_seconds)
-    result.device_macs += result.refresh_macs
-    if cfg.guard != "off":
-        held_out = (ho_x, ho_y) if ho_x else (tr_x, tr_y)
-        _guard(result, cfg, student, generic, held_out, seed, teacher)
-    result.wall_seconds = time.perf_counter() - t0
-    return result
+        if session.stops(step):
+            break
+    return session.finish()
 
 
 def _guard(

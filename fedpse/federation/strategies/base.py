@@ -8,10 +8,12 @@ soon as the previous reply arrives, so server work for one user overlaps with ot
 message is charged to the ledger, from the message itself, by ``drive`` alone.
 
 Server work that batches across users is asked for by yielding a ``ServerWork`` (``TeacherRequest``: the teacher's
-pseudo-targets for a user's chunks) and gets its result back. On a CPU server ``drive`` runs it at once, alone,
+pseudo-targets for a user's chunks; ``cloud_student.FineTuneRequest``: the fine-tuning of the server's copy of a
+user's student) and gets its result back. On a CPU server ``drive`` runs it at once, alone,
 exactly where the conversation asked (the calls, results and ledger rows fedpse always had); on a GPU server (or
 with ``device.batch_on_cpu``) it parks the conversation and, once every conversation of the loop step has been
-advanced, runs the parked work of one kind together (one fixed-shape teacher pass over all users' chunks).
+advanced, runs the parked work of one kind together (one fixed-shape teacher pass over all users' chunks; with
+``device.stack_finetune``, the users' students stepped together, ``distill/stacked.py``).
 
 Everything else a mode may do is a hook declared here as a documented no-op, overridden where a mode needs it:
 ``check`` (settings it cannot run with), ``restore`` (its in-memory state on resume) and ``finish`` (work after the
@@ -25,6 +27,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 import re
+import sys
 import time
 from collections.abc import Callable, Generator
 from functools import cached_property
@@ -114,6 +117,7 @@ class ServerSide:
 
     def __init__(self, plan: RunPlan):
         self.plan = plan
+        self.noted: set[str] = set()  # what the run was told (``note_once``)
 
     @cached_property
     def device(self) -> torch.device:
@@ -136,6 +140,25 @@ class ServerSide:
         """Whether server work is gathered across users (``ServerWork.gather``): on a GPU server, or on the CPU with
         ``device.batch_on_cpu`` (a testing aid). On the CPU by default each user's work runs alone, as always."""
         return self.device.type == "cuda" or self.plan.cfg.device.batch_on_cpu
+
+    @cached_property
+    def stacks_finetune(self) -> bool:
+        """Whether cloud fine-tuning requests are gathered and their students stepped together
+        (``device.stack_finetune`` on a server that batches); asked for on a CPU server that does not, it does
+        nothing and the run says so once."""
+        asked = self.plan.cfg.device.stack_finetune
+        if asked and not self.batches:
+            self.note_once(
+                "device.stack_finetune=true does nothing on a CPU server: its users are fine-tuned one at a time "
+                "(device.batch_on_cpu=true takes the GPU's batched path here, for testing)"
+            )
+        return asked and self.batches
+
+    def note_once(self, text: str) -> None:
+        """Tell the person running the simulation ``text`` (stderr), once per run."""
+        if text not in self.noted:
+            self.noted.add(text)
+            print(f"fedpse: {text}", file=sys.stderr)
 
     @cached_property
     def teacher_batch(self) -> int:

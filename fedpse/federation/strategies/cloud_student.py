@@ -1,6 +1,7 @@
 """``cloud_student``: the device uploads its new noisy chunks; the server keeps them and its own copy of the
 user's student, fine-tunes that copy with the teacher's pseudo-targets (the same ``distill.adapt``, guard included),
-and sends the student's weights down. The device only installs them."""
+and sends the student's weights down. The device only installs them. With ``device.stack_finetune`` on a server that
+batches, the students of the users gathered in a step are fine-tuned together (``FineTuneRequest``)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from flwr.app import Message, RecordDict
 from torch import nn
 
 from fedpse.audio.io import SAMPLE_RATE, load_audio, save_audio
-from fedpse.distill.adapt import AdaptResult, adapt
+from fedpse.distill.adapt import AdaptResult
+from fedpse.distill.stacked import AdaptJob, adapt_stacked, alone_reason
 from fedpse.federation.device import generic_student, keep_unguarded
 from fedpse.federation.payloads import decode_audio_record, encode_weights
 from fedpse.federation.plan import RunPlan
@@ -23,6 +25,8 @@ from fedpse.federation.strategies.base import (
     DeliveryStrategy,
     Outcome,
     Send,
+    ServerSide,
+    ServerWork,
     TeacherRequest,
     UserRound,
 )
@@ -62,18 +66,16 @@ class ServerCopy:
     def unguarded_path(self) -> Path:
         return self.root / "unguarded_student.pt"
 
-    def fine_tune(
+    def adapt_job(
         self,
         noisy: list[np.ndarray],
         targets: list[np.ndarray],
         round_number: int,
         guarded: bool = True,
         teacher: nn.Module | None = None,
-    ) -> tuple[nn.Module, AdaptResult]:
-        """Fine-tune the server's copy of the user's student (generic at first, on ``device.server``) and keep it.
-        With ``adapt.guard`` (and ``guarded``) the copy is kept only if the guard finds it (and the ``teacher``) no
-        worse than the generic student; the one it turned down is kept apart for the evaluator
-        (``unguarded_student.pt``)."""
+    ) -> AdaptJob:
+        """The fine-tuning of the server's copy of the user's student (generic at first, on ``device.server``), with
+        ``adapt.guard`` unless not ``guarded``."""
         path = self.student_path
         server = role_device(self.plan.cfg, "server")
         student = load_checkpoint(path)[0] if path.is_file() else generic_student(self.plan)
@@ -82,20 +84,60 @@ class ServerCopy:
         if not guarded:
             adapt_cfg = dataclasses.replace(adapt_cfg, guard="off")
         generic = generic_student(self.plan).to(server) if adapt_cfg.guard != "off" else None
-        result = adapt(
-            student,
-            noisy,
-            targets,
-            adapt_cfg,
-            seed=self.plan.adapt_seed(self.user, round_number),
-            user=self.user,
-            generic=generic,
-            teacher=teacher,
+        seed = self.plan.adapt_seed(self.user, round_number)
+        return AdaptJob(student, noisy, targets, adapt_cfg, seed, self.user, generic, teacher)
+
+    def fine_tune(
+        self,
+        server: ServerSide,
+        noisy: list[np.ndarray],
+        targets: list[np.ndarray],
+        round_number: int,
+        guarded: bool = True,
+        teacher: nn.Module | None = None,
+    ) -> Generator[FineTuneRequest, object, tuple[nn.Module, AdaptResult]]:
+        """Fine-tune the server's copy of the user's student (``drive`` may step it with other users') and keep it.
+        With ``adapt.guard`` (and ``guarded``) the copy is kept only if the guard finds it (and the ``teacher``) no
+        worse than the generic student; the one it turned down is kept apart for the evaluator
+        (``unguarded_student.pt``)."""
+        job = self.adapt_job(noisy, targets, round_number, guarded, teacher)
+        result = yield FineTuneRequest(server, job)
+        save_checkpoint(
+            self.student_path, job.student, card={"user": self.user, "round": round_number}, dtype="fp32"
         )
-        save_checkpoint(path, student, card={"user": self.user, "round": round_number}, dtype="fp32")
         if result.guard != "off":
             keep_unguarded(self.plan, self.unguarded_path, result.finetuned_state, round_number, self.user)
-        return student, result
+        return job.student, result
+
+
+@dataclasses.dataclass
+class FineTuneRequest(ServerWork):
+    """The fine-tuning of one user's server copy of its student (``ServerCopy.fine_tune``). With
+    ``device.stack_finetune`` on a server that batches, ``drive`` gathers the requests of a loop step and their
+    students take their steps together (``distill.stacked.adapt_stacked``); otherwise each runs ``adapt`` alone, where
+    the conversation asked, as always."""
+
+    server: ServerSide
+    job: AdaptJob
+
+    @property
+    def gather(self) -> bool:
+        return self.server.stacks_finetune
+
+    def run(self) -> AdaptResult:
+        return self.job.run_alone()
+
+    @classmethod
+    def run_together(cls, works: list[FineTuneRequest]) -> list[object]:
+        """The users' fine-tuning, stacked where it can be (the run is told once of each reason it cannot)."""
+        server = works[0].server
+        for work in works:
+            reason = alone_reason(work.job)
+            if reason is not None:
+                server.note_once(
+                    f"device.stack_finetune: users are fine-tuned one at a time here, as {reason}"
+                )
+        return adapt_stacked([work.job for work in works])
 
 
 def install_outcome(job: UserRound, result: AdaptResult, adapt_audio_seconds: float) -> Outcome:
@@ -122,9 +164,9 @@ class CloudStudent(DeliveryStrategy):
 
     def fine_tune(
         self, job: UserRound, upload: Message | None
-    ) -> Generator[TeacherRequest, object, tuple[Send, Outcome]]:
-        """Keep the new uploads, run the teacher on them (``drive`` may batch it with other users'), fine-tune the
-        user's student copy on the server."""
+    ) -> Generator[TeacherRequest | FineTuneRequest, object, tuple[Send, Outcome]]:
+        """Keep the new uploads, run the teacher on them, fine-tune the user's student copy on the server (``drive``
+        may batch both with other users')."""
         started = time.perf_counter()
         copy = ServerCopy(self.plan, job.user)
         server_macs = 0.0
@@ -137,7 +179,8 @@ class CloudStudent(DeliveryStrategy):
             server_macs += self.server.teacher_macs(sum(len(x) for x in noisy_new) / SAMPLE_RATE)
         noisy = copy.uploads(job.train_on)
         teacher = self.server.teacher if self.plan.round_adapt().guard == "on" else None  # the guard's check
-        student, result = copy.fine_tune(noisy, copy.targets(job.train_on), job.round, teacher=teacher)
+        targets = copy.targets(job.train_on)
+        student, result = yield from copy.fine_tune(self.server, noisy, targets, job.round, teacher=teacher)
         server_macs += result.device_macs  # the student's training ran on the server
         content = RecordDict(
             {

@@ -1,6 +1,7 @@
 """Baseline ``oracle_clean`` (simulation-only upper bound): fine-tune on the clean references instead of the
 teacher's outputs. The oracle sits with the evaluator on the server side, so clean audio never reaches a device:
-the oracle fine-tunes its copy of the user's student and sends the weights down, like ``cloud_student``."""
+the oracle fine-tunes its copy of the user's student and sends the weights down, like ``cloud_student`` (and, with
+``device.stack_finetune`` on a server that batches, stacked with other users' like it)."""
 
 from __future__ import annotations
 
@@ -33,7 +34,8 @@ class OracleClean(DeliveryStrategy):
         noisy = [world.load(job.user, name, "noisy") for name in job.train_on]
         clean = [world.load(job.user, name, "clean") for name in job.train_on]
         # no guard: the oracle is the upper bound of clean targets, not a deployable student
-        student, result = ServerCopy(self.plan, job.user).fine_tune(noisy, clean, job.round, guarded=False)
+        copy = ServerCopy(self.plan, job.user)
+        student, result = yield from copy.fine_tune(self.server, noisy, clean, job.round, guarded=False)
         seconds = sum(len(x) for x in noisy) / SAMPLE_RATE
         del noisy, clean  # not held while the device installs the weights
         content = RecordDict(
