@@ -231,7 +231,10 @@ def cmd_adapt(args) -> int:
     from fedpse.results.store import json_text
     from fedpse.world.reader import World
 
-    cfg = load_config(args.config, args.overrides)
+    notes: list[str] = []
+    cfg = load_config(args.config, args.overrides, notes)
+    for note in notes:  # users in rooms: which models (stdout is the JSON result)
+        print(f"fedpse: {note}", file=sys.stderr)
     check_guard(cfg.adapt)  # adapt.guard=dnsmos without DNSMOS installed: said before any work
     device = role_device(cfg, "client")  # fedpse adapt is one user's device-side KD
     world = World.open(cfg)
@@ -270,14 +273,17 @@ def cmd_simulate(args) -> int:
                 args.resume, args.config, args.overrides, progress=not args.quiet, verbose=args.verbose
             )
         else:
+            notes: list[str] = []  # which models users in rooms get, and why (one line)
             if args.modes:
                 modes = [m.strip() for m in args.modes.split(",") if m.strip()]
                 runs = [
-                    (load_config(args.config, [*args.overrides, f"federation.mode={m}"]), where / m)
+                    (load_config(args.config, [*args.overrides, f"federation.mode={m}"], notes), where / m)
                     for m in modes
                 ]
             else:
-                runs = [(load_config(args.config, args.overrides), where)]
+                runs = [(load_config(args.config, args.overrides, notes), where)]
+            for note in dict.fromkeys(notes):
+                print(f"fedpse: {note}", flush=True)
             summaries = simulate_many(runs, progress=not args.quiet, verbose=args.verbose)
     except Interrupted as stop:
         print(
@@ -296,6 +302,11 @@ def cmd_simulate(args) -> int:
         if s.get("guard"):  # adapt.guard: each user's decision in its last completed round
             kept, decided = s["guard"].get("kept_generic", 0), sum(s["guard"].values())
             print(f"{s['mode']}: guard: kept the generic student for {kept} of {decided} users")
+        for label, b in s.get("rt60_bins", {}).items():  # users in rooms: gains per reverberation time
+            print(
+                f"{s['mode']}: RT60 {label}: {b['scored']}/{b['users']} users scored, mean gain "
+                f"{_db(b['mean_gain_db'])}, {b['improved']} improved, teacher lead {_db(b['teacher_lead_db'])}"
+            )
     useless = [s for s in summaries if s["users"] and not s["users_ok"]]
     for s in useless:
         print(
@@ -304,6 +315,10 @@ def cmd_simulate(args) -> int:
             file=sys.stderr,
         )
     return 1 if useless else 0
+
+
+def _db(value: float | None) -> str:
+    return "–" if value is None else f"{value:+.2f} dB"
 
 
 def cmd_report(args) -> int:

@@ -172,10 +172,11 @@ def sweep_job(job: tuple[float, str, int, str, list[int], int | None]) -> dict:
     return {"user": uid, "generic": base, "gain_by_steps": curve}
 
 
-def pool_imap(fn, jobs: list, initargs: tuple, workers: int):
+def pool_imap(fn, jobs: list, initargs: tuple, workers: int, init=_init):
+    """``fn`` over ``jobs`` in ``workers`` processes, each set up by ``init(*initargs)`` (in-process for 1)."""
     if workers <= 1:
-        _init(*initargs)
+        init(*initargs)
         yield from map(fn, jobs)
         return
-    with mp.get_context("spawn").Pool(workers, initializer=_init, initargs=initargs) as pool:
+    with mp.get_context("spawn").Pool(workers, initializer=init, initargs=initargs) as pool:
         yield from pool.imap_unordered(fn, jobs, chunksize=1)

@@ -30,7 +30,9 @@ RESULTS.md holds every result with its command and wall time next to it; README.
 - ``personalization``: ``table.md`` of ``simulations/personalization.py`` (plain KD vs guard vs teacher refresh);
 - ``heldout``: ``table.md`` of ``simulations/heldout.py`` (teachers on worlds no model trained on);
 - ``dnsmos_rank``: ``table.md`` of ``simulations/dnsmos_rank.py`` (DNSMOS vs SI-SDR rank correlation; generated
-  from the committed file, so checking it needs no DNSMOS package).
+  from the committed file, so checking it needs no DNSMOS package);
+- ``dereverb``: ``table.md`` of ``simulations/dereverb.py`` (users in rooms per RT60 bin and input SNR: the
+  dereverberation models against the denoising-only ones).
 
 ``tests/simulations/test_simulations.py`` runs the check over every file of ``TARGETS``, so a table that differs from the
 committed result files fails the test suite: re-run the study (its command is next to each block), then this
@@ -60,6 +62,7 @@ STUDIES = (
     "personalization",
     "heldout",
     "dnsmos_rank",
+    "dereverb",
 )
 # studies whose block is their results folder's table.md, as the study wrote it
 TABLE_MD_STUDIES = (
@@ -70,6 +73,7 @@ TABLE_MD_STUDIES = (
     "personalization",
     "heldout",
     "dnsmos_rank",
+    "dereverb",
 )
 START = re.compile(r"^<!-- results: (?P<study>\S+) (?P<folder>\S+) -->$")
 END = "<!-- /results -->"

@@ -100,15 +100,80 @@ def read_yaml(path: str | Path) -> dict:
     return data
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """Load ``path`` (default: the embedded default) on top of the built-in defaults, apply overrides, validate."""
+def load_config(
+    path: str | Path | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    notes: list[str] | None = None,
+) -> Config:
+    """Load ``path`` (default: the embedded default) on top of the built-in defaults, apply overrides, validate.
+
+    With ``world.room.enabled`` the model checkpoints the config does not name are the dereverberation models
+    (``room_models``); ``notes``, when given, receives one line saying which models a world of rooms gets and why.
+    """
     data = read_yaml(path or default_config_path())
     for text in overrides:
         key, value = parse_override(text)
         _apply_override(data, key, value)
     cfg = _build(Config, data, "")
     _validate_whole(cfg)
+    note = room_models(cfg, data)
+    if notes is not None and note:
+        notes.append(note)
     return cfg
+
+
+# ------------------------------------------------------------------------------------------------ rooms
+# The shipped checkpoints trained for joint denoising + dereverberation (world.room.target=early), by the checkpoint
+# key they replace when a world has rooms and the config leaves that key out: the key's default, the architecture
+# the dereverberation model has (checked against the resolved config) and its name.
+ROOM_MODELS = {
+    "student": (
+        "builtin:student-2x32",
+        {"layers": 2, "hidden": 32},
+        "builtin:student-2x32-dereverb",
+    ),
+    "teacher": (
+        "builtin:teacher-gru-log",
+        {"arch": "gru", "layers": 2, "hidden": 256, "bidirectional": True, "magnitude": "log1p"},
+        "builtin:teacher-gru-log-dereverb",
+    ),
+}
+
+
+def room_models(cfg: Config, given: dict) -> str:
+    """Users in rooms get the dereverberation models: each ``student.checkpoint`` / ``teacher.checkpoint`` that the
+    loaded mapping ``given`` (config file + overrides) leaves out, on the architecture of the dereverberation model,
+    is set to that model in ``cfg`` (and so in the run's saved config.yaml: a resumed run and the result cache see
+    the checkpoint actually used). Returns one line saying so, or that the checkpoints the config names are the
+    denoising-only shipped models; "" when there are no rooms or nothing to say."""
+    if not cfg.world.room.enabled:
+        return ""
+    chosen, denoising = [], []
+    for role, (default, arch, dereverb) in ROOM_MODELS.items():
+        section = getattr(cfg, role)
+        named = isinstance(given.get(role), dict) and "checkpoint" in given[role]
+        if not named and section.checkpoint == default:
+            if all(getattr(section, k) == v for k, v in arch.items()):
+                section.checkpoint = dereverb
+                chosen.append(f"{role} {dereverb}")
+        elif isinstance(section.checkpoint, str) and section.checkpoint.startswith("builtin:"):
+            if not section.checkpoint.endswith("-dereverb"):
+                denoising.append(f"{role}.checkpoint={section.checkpoint}")
+    parts = []
+    if chosen:
+        parts.append(
+            "users are in rooms (world.room.enabled), so the models are the joint denoising + dereverberation "
+            f"ones: {', '.join(chosen)} (trained for world.room.target=early"
+            + ("" if cfg.world.room.target == "early" else f"; this world's is {cfg.world.room.target}")
+            + "); name student.checkpoint / teacher.checkpoint to choose others"
+        )
+    if denoising:
+        parts.append(
+            f"{' and '.join(denoising)} {'is a' if len(denoising) == 1 else 'are'} denoising-only "
+            f"model{'s' if len(denoising) > 1 else ''} (trained without rooms) on users in rooms; the "
+            "dereverberation models are " + " and ".join(m[2] for m in ROOM_MODELS.values())
+        )
+    return "; ".join(parts)
 
 
 def config_to_dict(cfg: Any) -> dict:

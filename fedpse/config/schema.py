@@ -99,7 +99,8 @@ class StudentConfig:
     hidden: int = _f(32, "GRU units per layer of the student", min=1, max=4096)
     checkpoint: str | None = _f(
         "builtin:student-2x32",
-        "generic student weights: a path, builtin:NAME (shipped) or null (random init)",
+        "generic student weights: a path, builtin:NAME (shipped) or null (random init); with world.room.enabled "
+        "and this key not given: builtin:student-2x32-dereverb (fedpse/config/load.py room_models)",
     )
 
 
@@ -126,8 +127,9 @@ class TeacherConfig:
     onnx: OnnxTeacherConfig = _sub(OnnxTeacherConfig)
     checkpoint: str | None = _f(
         "builtin:teacher-gru-log",
-        "teacher weights: a path, builtin:NAME (shipped: teacher-gru-log, teacher-gru, teacher-convtasnet) or null "
-        "(random init)",
+        "teacher weights: a path, builtin:NAME (shipped: teacher-gru-log, teacher-gru, teacher-convtasnet, "
+        "teacher-gru-log-dereverb) or null (random init); with world.room.enabled and this key not given: "
+        "builtin:teacher-gru-log-dereverb",
     )
 
 
@@ -284,6 +286,13 @@ class DeviceConfig:
         False,
         "testing/diagnostic aid: take the GPU's batched server path on a CPU server too (teacher requests of all "
         "active users gathered into fixed-shape passes of device.teacher_batch chunks)",
+    )
+    stack_finetune: bool = _f(
+        False,
+        "cloud_student / oracle_clean: where server work is batched (a GPU server, or device.batch_on_cpu), "
+        "fine-tune the students of the users gathered in a step together, one stacked forward/backward and a "
+        "per-user Adam (distill/stacked.py; equal to one at a time up to float rounding, which then depends on "
+        "the stack: docs/gpu.md); users with adapt.refresh on are fine-tuned one at a time",
     )
     tf32: bool = _f(
         False,

@@ -120,7 +120,12 @@ class NoiseConfig:
 class RoomConfig:
     enabled: bool = _f(False, "reverberate users' speech in a shoebox room")
     rt60_s: list[float] = _f([0.2, 0.8], "RT60 range in seconds [low, high]")
-    target: str = _f("dry", "clean reference for reverberant users", choices=["dry", "early"])
+    target: str = _f(
+        "early",
+        "clean reference for reverberant users: early (direct path + early_ms of reflections, what the shipped "
+        "dereverberation models are trained for) or dry",
+        choices=["dry", "early"],
+    )
     early_ms: float = _f(50.0, "early-reverb window after the direct path (target=early)", min=0.0, max=200.0)
 
 

@@ -18,6 +18,7 @@ from fedpse.federation.ledger import Ledger, stored
 from fedpse.federation.plan import RunPlan
 from fedpse.federation.strategies.base import UserRound
 from fedpse.models.macs import count_params
+from fedpse.results.rooms import bin_stats, room_columns
 from fedpse.results.store import (
     EVALUATION_COLUMNS,
     GUARD_COLUMNS,
@@ -89,6 +90,13 @@ def guard_counts(rows: list[dict]) -> dict:
     return {"guard": {d: decisions.count(d) for d in ("adopted", "kept_generic")}}
 
 
+def rt60_bins(rows: list[dict]) -> dict:
+    """``{"rt60_bins": {bin: users, mean gain, improved, teacher lead, ...}}`` for a world of users in rooms
+    (``fedpse.results.rooms.bin_stats``); nothing when no user has a room."""
+    roomed = [r for r in rows if "rt60_s" in r]
+    return {"rt60_bins": bin_stats(roomed)} if roomed else {}
+
+
 class Accounts:
     """Every user's ``UserState`` in run ``plan``, and counts of how attempts ended and which faults were injected."""
 
@@ -155,6 +163,7 @@ class Accounts:
         row = {
             "user": user,
             "status": self.status(user),
+            **room_columns(self.plan.world.user(user).get("room")),  # world.room.enabled: RT60, distance
             "rounds_available": state.rounds_available,
             "rounds_selected": state.rounds_selected,
             "rounds_completed": state.rounds_completed,
@@ -215,5 +224,6 @@ class Accounts:
             "upload_codec": fed.upload_codec,
             "wall_seconds": wall_seconds,
             **guard_counts(rows),
+            **rt60_bins(rows),
         }
         return finite(summary)

@@ -14,10 +14,10 @@ Layout of ``RUN_DIR/``:
 
 Rows are appended and flushed as soon as they exist, so a killed run keeps everything finished before the kill;
 ``fedpse simulate --resume`` continues it (see ``server_app.Federation``). The column order of each table is fixed
-here; values that do not apply are left empty. Columns in ``OPTIONAL_COLUMNS`` (DNSMOS scores, the guard's) are in a run's tables
-only when its config.yaml turns them on, so every other run, and every run directory written before they existed,
-keeps exactly the tables it had. ``TIMING_COLUMNS`` lists, per table, the columns that differ
-between two runs of the same config and seed (wall-clock times, Flower's random node ids); everything else is
+here; values that do not apply are left empty. Columns in ``OPTIONAL_COLUMNS`` (DNSMOS scores, the guard's, users'
+rooms) are in a run's tables only when its config.yaml turns them on, so every other run, and every run directory
+written before they existed, keeps exactly the tables it had. ``TIMING_COLUMNS`` lists, per table, the columns that
+differ between two runs of the same config and seed (wall-clock times, Flower's random node ids); everything else is
 reproducible (row order within a round follows completion order, so compare tables sorted by round and user).
 """
 
@@ -62,6 +62,9 @@ DNSMOS_COLUMNS = [f"dnsmos_{q}_{m}" for m in DNSMOS_MODELS for q in ("sig", "bak
 # (= si_sdr_personalized where it did), so reports show the gain with and without the guard.
 GUARD_COLUMNS = ["guard_decision", "guard_generic_db", "guard_personalized_db", "guard_teacher_lead_db"]
 GUARD_SCORE_COLUMNS = ["si_sdr_unguarded", "gain_unguarded_db"]
+# Users in rooms (``world.room.enabled``): the RT60 (s) the user's room was drawn with and the talker-to-microphone
+# distance (m), from the world's plan (``fedpse.results.rooms.room_columns``); reports bin users by RT60.
+ROOM_COLUMNS = ["rt60_s", "source_mic_m"]
 EVALUATION_COLUMNS = [
     "round",
     "user",
@@ -140,6 +143,7 @@ LEDGER_TEXT_COLUMNS = {"user", "direction", "kind", "message_type", "precision",
 USER_COLUMNS = [
     "user",
     "status",
+    *ROOM_COLUMNS,
     "rounds_available",
     "rounds_selected",
     "rounds_completed",
@@ -194,6 +198,7 @@ OPTIONAL_COLUMNS: dict[str, dict[str, list[str]]] = {
         "attempts": [*GUARD_COLUMNS, "guard_macs"],
         "users": [*GUARD_COLUMNS, *GUARD_SCORE_COLUMNS],
     },
+    "world.room.enabled": {"users": ROOM_COLUMNS},
 }
 # Columns that differ between two runs of one config and seed (and between a resumed and an uninterrupted run).
 TIMING_COLUMNS = {

@@ -19,6 +19,7 @@ from fedpse.results.report.tables import (
     per_user_table,
     results_table,
     rounds_table,
+    rt60_table,
     runs_table,
     unscored_users_table,
     worst_users_table,
@@ -43,6 +44,7 @@ def report_blocks(runs: Sequence[Run], created: str) -> list[Block]:
         ("table", runs_table(runs)),
         ("h2", "Results"),
         ("table", results_table(runs)),
+        *_rt60_blocks(runs),
         *_dnsmos_blocks(runs),
         *_guard_blocks(runs),
         ("h2", "Costs per mode"),
@@ -84,20 +86,30 @@ def report_blocks(runs: Sequence[Run], created: str) -> list[Block]:
     return blocks
 
 
+def _section(title: str, text: str, table: Table | None) -> list[Block]:
+    """A heading, a paragraph and ``table``; nothing when there is no table (no run has what it shows)."""
+    return [] if table is None else [("h3", title), ("p", text), ("table", table)]
+
+
+def _rt60_blocks(runs: Sequence[Run]) -> list[Block]:
+    """Gains per reverberation-time bin, for runs whose users are in rooms (nothing otherwise)."""
+    return _section(
+        "By room reverberation time (RT60)",
+        "Users binned by the RT60 their room was drawn with (world.room.rt60_s); scores against the run's clean "
+        "reference (world.room.target: dry speech or early reverberation). Mean gain = personalized − generic; "
+        "teacher lead = teacher − generic; gap closure = mean gain / mean teacher lead.",
+        rt60_table(runs),
+    )
+
+
 def _dnsmos_blocks(runs: Sequence[Run]) -> list[Block]:
     """The DNSMOS table, for runs scored with ``scoring.dnsmos`` (nothing otherwise)."""
-    table = dnsmos_table(runs)
-    if table is None:
-        return []
-    return [
-        ("h3", "DNSMOS P.835 (non-intrusive)"),
-        (
-            "p",
-            "Mean over scored users of DNSMOS OVR / SIG / BAK (MOS, 1–5) on the same held-out test mixtures, from "
-            "the models' outputs alone (no clean reference); OVR gain = personalized − generic.",
-        ),
-        ("table", table),
-    ]
+    return _section(
+        "DNSMOS P.835 (non-intrusive)",
+        "Mean over scored users of DNSMOS OVR / SIG / BAK (MOS, 1–5) on the same held-out test mixtures, from the "
+        "models' outputs alone (no clean reference); OVR gain = personalized − generic.",
+        dnsmos_table(runs),
+    )
 
 
 def _guard_blocks(runs: Sequence[Run]) -> list[Block]:
@@ -105,15 +117,13 @@ def _guard_blocks(runs: Sequence[Run]) -> list[Block]:
     table = guard_table(runs)
     if table is None:
         return []
+    text = (
+        "Users whose fine-tuned student the guard turned down (kept generic) or adopted in their last round, and the "
+        "gain over the generic student with the guard and without it (every fine-tuned student adopted). Guard "
+        "scores: SI-SDR on probe mixtures (dB), or 10 × DNSMOS OVR; teacher lead = teacher − generic."
+    )
     return [
-        ("h3", "Personalization guard"),
-        (
-            "p",
-            "Users whose fine-tuned student the guard turned down (kept generic) or adopted in their last round, and "
-            "the gain over the generic student with the guard and without it (every fine-tuned student adopted). "
-            "Guard scores: SI-SDR on probe mixtures (dB), or 10 × DNSMOS OVR; teacher lead = teacher − generic.",
-        ),
-        ("table", table),
+        *_section("Personalization guard", text, table),
         _fold_if_long("The guard's decision per user", guard_users_table(runs)),
     ]
 

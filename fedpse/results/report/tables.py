@@ -13,6 +13,7 @@ from fedpse.config import flatten
 from fedpse.results.report.run_files import finite_or_nan, nested_get
 from fedpse.results.report.runs import Run
 from fedpse.results.report.stats import adaptation_curve, gain_stats, status_counts, unit_scale
+from fedpse.results.rooms import bin_stats
 
 WORST_USERS = 5
 
@@ -47,6 +48,9 @@ def runs_table(runs: Sequence[Run]) -> Table:
             layers, hidden = (nested_get(run.config, "student", k, default="?") for k in ("layers", "hidden"))
             student = f"GRU {layers}×{hidden}"
         teacher = nested_get(run.config, "teacher", "arch", default="?")
+        weights = nested_get(run.config, "teacher", "checkpoint")
+        if weights and teacher in ("gru", "convtasnet"):  # which weights (e.g. the dereverberation teacher's)
+            teacher = f"{teacher} ({weights})"
         rounds = run.summary.get("rounds", nested_get(run.config, "federation", "num_rounds", default="–"))
         fraction = run.summary.get("fraction", nested_get(run.config, "federation", "fraction", default="–"))
         rows.append(
@@ -138,6 +142,34 @@ def dnsmos_table(runs: Sequence[Run]) -> Table | None:
         rows,
         right=set(range(1, 7)),
     )
+
+
+def rt60_table(runs: Sequence[Run]) -> Table | None:
+    """Per run whose users are in rooms (users.csv has ``rt60_s``) and per RT60 bin: users, mean gain over the
+    generic student, users improved, the teacher's lead over the generic student, gap closure; None when no run
+    has rooms."""
+    rows = []
+    for run in runs:
+        if not np.isfinite(run.column("rt60_s")).any():
+            continue
+        for label, b in bin_stats(run.users).items():
+            rows.append(
+                [
+                    run.label,
+                    label,
+                    f"{b['scored']}/{b['users']}",
+                    number_cell(b["mean_gain_db"], signed=True),
+                    f"{b['improved']}/{b['scored']} ({number_cell(100 * b['improved'] / b['scored'], 0)} %)"
+                    if b["scored"]
+                    else "–",
+                    number_cell(b["teacher_lead_db"], signed=True),
+                    number_cell(b["gap_closure_of_means"]),
+                ]
+            )
+    if not rows:
+        return None
+    headers = ["run", "RT60", "scored", "mean gain", "users improved", "teacher lead", "gap closure"]
+    return Table(headers, rows, right=set(range(2, 7)))
 
 
 def _mean(values: np.ndarray) -> float:
@@ -295,6 +327,7 @@ _KNOWN_SUMMARY_KEYS = {
     "wall_seconds",
     "simulation",
     "guard",  # the personalization guard's table
+    "rt60_bins",  # the RT60 table (from users.csv)
 }
 
 
