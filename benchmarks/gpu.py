@@ -66,6 +66,7 @@ FULL = {
         "teacher.layers=3",
         "teacher.hidden=1024",
         "teacher.bidirectional=false",
+        "teacher.magnitude=linear",  # the papers' input feature (the default teacher's is log1p)
         "teacher.checkpoint=null",  # random weights: the work, not the quality, is measured
     ],
 }

@@ -14,7 +14,14 @@ from studylib import RESULTS_DIR, StudyError
 
 STUDENT_SIZES = (32, 64, 128, 256)
 TEACHERS = {
-    "gru": ["teacher.arch=gru", "teacher.checkpoint=builtin:teacher-gru"],
+    # the paper's linear-magnitude GRU; since the default teacher became teacher-gru-log (log1p input) its magnitude
+    # must be named (the checkpoint's spec says linear, and a mismatch is an error)
+    "gru": [
+        "teacher.arch=gru",
+        "teacher.hidden=256",
+        "teacher.magnitude=linear",
+        "teacher.checkpoint=builtin:teacher-gru",
+    ],
     "gru-log": [
         "teacher.arch=gru",
         "teacher.hidden=256",

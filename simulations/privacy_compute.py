@@ -10,8 +10,8 @@ ratios gain per MB, gain per exposed minute, gain per device GMAC.
     python simulations/privacy_compute.py --users 8 --precisions fp16 int8 --codecs flac --minutes 1 2
 
 Durations on the 2-core machine: --quick 1 min 10 s (measured at load 6–7); full (15 runs × 12 users × 4 rounds =
-720 user-rounds, one Ray start-up) 26 min 29 s on the idle machine (measured, 2026-11-24; peak RSS of the driver
-1.0 GB). Teacher
+720 user-rounds, one Ray start-up) 26 min 29 s on the idle machine (measured, 2026-11-24, with the earlier default
+teacher teacher-gru; peak RSS of the driver 1.0 GB); 1 h 04 min with teacher-gru-log under load 3-5. Teacher
 outputs and baseline scores come from the result cache ``federation.cache_dir`` after their first computation.
 
 One ``fedpse simulate`` run per cell of the grid, all in ONE ``simulate_many`` call (one Ray start-up), on the default

@@ -273,7 +273,14 @@ def main(argv: list[str] | None = None) -> dict:
     t0 = time.perf_counter()
     open_world(cfg, progress=True)  # built once, outside the measurements
     world_seconds = time.perf_counter() - t0
-    setting = f"{zlib.crc32(json.dumps(s['overrides']).encode()):08x}"
+    # the teacher is part of the setting even when no override names it: points measured under another default
+    # teacher (pseudo-targets come from it) measured something else
+    teacher = {
+        "arch": cfg.teacher.arch,
+        "checkpoint": cfg.teacher.checkpoint,
+        "magnitude": cfg.teacher.magnitude,
+    }
+    setting = f"{zlib.crc32(json.dumps([s['overrides'], teacher]).encode()):08x}"
     old = {} if s["fresh"] else _read_points(out / "scale.json", setting)
     if s["tables_only"] and not old:
         raise StudyError(f"--tables-only: no points of these settings in {out / 'scale.json'}")
@@ -284,6 +291,7 @@ def main(argv: list[str] | None = None) -> dict:
         results = {
             "setting": setting,
             "overrides": s["overrides"],
+            "teacher": teacher,
             "world_open_or_build_seconds": world_seconds,
             "points": points,
             "fit": fit,

@@ -59,7 +59,7 @@ def test_bad_requests_are_one_line_errors():
     from fedpse.config import load_config
 
     with pytest.raises(StudyError, match="world.room.target=dry"):
-        dereverb.check_rooms(load_config(overrides=["world.room.enabled=true"]))
+        dereverb.check_rooms(load_config(overrides=["world.room.enabled=true", "world.room.target=dry"]))
     with pytest.raises(StudyError, match="needs users in rooms"):
         dereverb.check_rooms(load_config())
 

@@ -96,6 +96,26 @@ def test_missing_teacher_checkpoint_names_it_and_the_way_out(tmp_path):
     ]
 
 
+def test_builtin_teacher_presets_load_their_checkpoints_under_the_default_teacher():
+    """The default teacher reads log1p magnitudes: the ``gru`` preset (the paper's linear-magnitude teacher-gru) must
+    say ``linear`` itself, or its checkpoint is refused; ``gru-log`` is what the default config loads."""
+    from paper_table_setup import BUILTIN_TEACHERS, TEACHERS
+
+    from fedpse.config import load_config
+    from fedpse.distill.cache import model_key
+    from fedpse.models.zoo import load_teacher
+
+    keys = {}
+    for name in BUILTIN_TEACHERS:
+        model, _ = load_teacher(load_config(overrides=TEACHERS[name]))
+        keys[name] = model_key(model)
+        if name.startswith("gru"):
+            assert model.magnitude == ("linear" if name == "gru" else "log1p")
+    default, _ = load_teacher(load_config())
+    assert model_key(default) == keys["gru-log"]
+    assert len(set(keys.values())) == len(keys)
+
+
 def test_fixed_snr_world_overrides_and_student_overrides():
     assert paper_table.world_overrides(-5.0, 40) == [
         "world.num_users=40",
