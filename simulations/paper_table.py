@@ -57,10 +57,11 @@ from paper_table_setup import (
     student_overrides,
     world_overrides,
 )
-from paper_table_summary import (  # noqa: F401 (md_premise, md_public_teachers: for readme_results)
+from paper_table_summary import (  # noqa: F401 (md_premise, md_public_teachers*: for readme_results)
     markdown,
     md_premise,
     md_public_teachers,
+    md_public_teachers_worlds,
     tabulate,
 )
 from studylib import (
@@ -265,6 +266,7 @@ def main(argv: list[str] | None = None) -> dict:
     from fedpse.config import load_config
     from fedpse.distill.cache import model_key
     from fedpse.models.zoo import load_student, load_teacher
+    from fedpse.world.neural_pool import check_held_out
 
     s = resolve(parse_args(argv))
     out = prepare_out(s["out"])
@@ -273,7 +275,10 @@ def main(argv: list[str] | None = None) -> dict:
     world_users = max(s["users"], cfg.world.num_users)
     students = sorted(set(s["students"]) | ({s["sweep_student"]} if s["sweep"] else set()))
     teachers = list(dict.fromkeys(s["teachers"] + ([s["sweep_teacher"]] if s["sweep"] else [])))
-    teacher_models = {t: load_teacher(load_config(overrides=base + TEACHERS[t]))[0] for t in teachers}
+    loaded = {t: load_teacher(load_config(overrides=base + TEACHERS[t])) for t in teachers}
+    teacher_models = {t: model for t, (model, _) in loaded.items()}
+    for t, (_, card) in loaded.items():  # a world whose voices a model trained on is not held out for it
+        check_held_out(cfg, card, f"teacher {t}")
     keys = {
         **{
             ("student", h): model_key(load_student(load_config(overrides=base + student_overrides(h)))[0])

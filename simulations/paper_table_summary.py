@@ -220,6 +220,24 @@ def md_premise(table: dict, student: int = 32, snrs: tuple[float, ...] = (0.0, 5
     return text
 
 
+def _public_cells(
+    rows: list[dict], student: int, where: str, command: str
+) -> tuple[dict[tuple[float, str], dict[str, dict]], list[float]]:
+    """The 2×``student`` rows by (SNR, teacher) and user, and the SNRs with a public teacher's row (none: an error
+    naming ``where`` and the ``command`` to run)."""
+    by_cell: dict[tuple[float, str], dict[str, dict]] = {}
+    for r in rows:
+        if int(r["student"]) == student:
+            by_cell.setdefault((float(r["snr_db"]), r["teacher"]), {})[r["user"]] = r
+    snrs = sorted({snr for snr, t in by_cell if t in PUBLIC_TEACHERS})
+    if not snrs:
+        raise StudyError(
+            f"{where}: no rows of a public teacher ({', '.join(PUBLIC_TEACHERS)}) with the 2×{student} student; "
+            f"run {command} with --teachers " + " ".join(PUBLIC_TEACHERS)
+        )
+    return by_cell, snrs
+
+
 def md_public_teachers(
     results: dict, student: int = 32, compare: tuple[str, ...] = ("gru", "gru-log")
 ) -> str:
@@ -231,16 +249,9 @@ def md_public_teachers(
     the rows recorded them). The users of an SNR are those every public teacher there has a row for; a shipped
     teacher without a row for each of them is left out.
     """
-    by_cell: dict[tuple[float, str], dict[str, dict]] = {}
-    for r in results.get("rows", []):
-        if int(r["student"]) == student:
-            by_cell.setdefault((float(r["snr_db"]), r["teacher"]), {})[r["user"]] = r
-    snrs = sorted({snr for snr, t in by_cell if t in PUBLIC_TEACHERS})
-    if not snrs:
-        raise StudyError(
-            f"the paper table has no rows of a public teacher ({', '.join(PUBLIC_TEACHERS)}) with the 2×{student} "
-            "student; run simulations/paper_table.py --teachers " + " ".join(PUBLIC_TEACHERS)
-        )
+    by_cell, snrs = _public_cells(
+        results.get("rows", []), student, "the paper table", "simulations/paper_table.py"
+    )
     costs = results.get("teachers", {})
     text = (
         f"The 2×{student} student fine-tuned on each teacher's pseudo-targets, per input SNR, on the users every "
@@ -298,3 +309,59 @@ def md_public_teachers(
             lines,
         )
     return text
+
+
+def md_public_teachers_worlds(
+    worlds: dict[str, list[dict]], student: int = 32, compare: tuple[str, ...] = ("gru-log",)
+) -> str:
+    """One compact table of the public ONNX teachers (``PUBLIC_TEACHERS``) on several worlds (``worlds``: name →
+    paper_table rows), next to the ``compare`` shipped teachers on the same users: per world and input SNR the
+    teacher's lead over the generic 2×``student`` student, the student's gain from it, users improved, the teacher's
+    MACs per second of audio and its wall per user. A world without a row of a public teacher is an error."""
+    out = []
+    for world, rows in worlds.items():
+        by_cell, snrs = _public_cells(rows, student, f"world {world}", "its study")
+        for snr in snrs:
+            public = [t for t in PUBLIC_TEACHERS if (snr, t) in by_cell]
+            users = sorted(set.intersection(*(set(by_cell[(snr, t)]) for t in public)))
+            for t in [*compare, *public]:
+                cell = by_cell.get((snr, t), {})
+                if not users or not all(u in cell for u in users):
+                    continue
+                c = summarise([cell[u] for u in users])
+                macs, wall = c["teacher_macs_per_second"], c["teacher_wall_seconds_mean"]
+                out.append(
+                    [
+                        world,
+                        f"{num(snr, 0)} dB",
+                        TEACHER_LABELS[t],
+                        num(c["generic"]),
+                        num(c["teacher_minus_generic"], signed=True),
+                        num(c["gain_mean"], signed=True),
+                        f"{c['improved_pct']:.0f} %",
+                        f"{c['teacher_below_generic']} / {c['users']}",
+                        "–" if macs is None else f"{macs / 1e6:.0f} M",
+                        "–" if wall is None else f"{wall:.1f}",
+                    ]
+                )
+    text = (
+        f"The 2×{student} student fine-tuned on each teacher's pseudo-targets (100 steps) on the users every public "
+        "teacher was run on; SI-SDR dB; gain = adapted − generic; MACs per second of audio (an ONNX teacher counted "
+        "from its graph); teacher s/user: wall of the pseudo-targets of one user's adaptation audio on one core "
+        "(– where read from the result cache of an earlier run).\n\n"
+    )
+    return text + md_table(
+        [
+            "world",
+            "input SNR",
+            "teacher",
+            f"generic 2×{student}",
+            "teacher − generic",
+            "mean gain",
+            "users improved",
+            "teacher < generic",
+            "MACs/s",
+            "teacher s/user",
+        ],
+        out,
+    )

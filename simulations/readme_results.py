@@ -20,6 +20,9 @@ RESULTS.md holds every result with its command and wall time next to it; README.
   (``paper_table.md_premise``: the issue's table in the paper's shape and the teachers' lead over the student);
 - ``public_teachers``: the public ONNX teachers (NSNet2, DTLN) beside the GRU teachers on the same users, from the
   paper table's ``results.json`` (``paper_table.md_public_teachers``);
+- ``public_worlds``: the public ONNX teachers on the default world and on the held-out-synthesizer world, one
+  compact table (``paper_table_summary.md_public_teachers_worlds``); its folder is the results root, holding
+  ``paper_table/results.json`` (default world) and ``heldout/synth/rows.jsonl``;
 - ``steps_sweep``: ``table.md`` of a ``paper_table.py --sweep … --sweep-only`` run;
 - ``mask_ceiling``: ``table.md`` of ``simulations/mask_ceiling.py``;
 - ``pool_gap``: ``table.md`` of ``simulations/pool_gap.py``;
@@ -54,6 +57,7 @@ STUDIES = (
     "paper_table",
     "premise",
     "public_teachers",
+    "public_worlds",
     "steps_sweep",
     "mask_ceiling",
     "pool_gap",
@@ -130,6 +134,20 @@ def _public_teachers(folder: Path) -> str:
     return paper_table.md_public_teachers(_paper_results(folder, "rows"))
 
 
+def _public_worlds(folder: Path) -> str:
+    import paper_table
+
+    path = folder / "heldout" / "synth" / "rows.jsonl"
+    try:
+        synth = [
+            json.loads(line) for line in _read(path, "the held-out synth world's rows").splitlines() if line
+        ]
+    except json.JSONDecodeError as err:
+        raise StudyError(f"{path}: not a paper_table rows file ({err})") from None
+    worlds = {"default": _paper_results(folder / "paper_table", "rows")["rows"], "synth (Piper)": synth}
+    return paper_table.md_public_teachers_worlds(worlds)
+
+
 def generate(study: str, folder: Path, label: str) -> str:
     """The text of one generated block (without its markers)."""
     if study not in STUDIES:
@@ -140,6 +158,8 @@ def generate(study: str, folder: Path, label: str) -> str:
         return _premise(folder)
     if study == "public_teachers":
         return _public_teachers(folder)
+    if study == "public_worlds":
+        return _public_worlds(folder)
     if study == "scale":
         return _read(folder / "scale.md", "the scale study's table")
     return _privacy_compute(folder, label)

@@ -159,6 +159,27 @@ class PretrainConfig:
         min=0.0,
         max=1.0,
     )
+    voice_augment: float = _f(
+        0.0,
+        "share of training mixtures whose speech is a new voice made from a pool speaker's (pitch-and-formant "
+        "warp, all-pass phase, random EQ, breath noise; fedpse/distill/voice_augment.py); validation is not "
+        "augmented",
+        min=0.0,
+        max=1.0,
+    )
+    neural_voices: int = _f(
+        0,
+        "neural-TTS speakers added to the training speakers (pretrain.neural_engine, its default voice settings, "
+        "own seed stream; rendered once into the world folder); validation stays on the world's speakers",
+        min=0,
+    )
+    neural_engine: str = _f(
+        "kokoro",
+        "synthesizer of pretrain.neural_voices (installed wheels, never downloaded); a test world whose users use "
+        "the same engine is no longer held out (the card records it)",
+        choices=["kokoro", "piper"],
+    )
+    neural_utterances: int = _f(8, "sentences per neural pretraining speaker", min=1)
     reverb_share: float = _f(
         0.0,
         "share of training and validation mixtures whose speech is reverberated in a pretraining room (never a "

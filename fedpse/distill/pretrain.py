@@ -37,11 +37,13 @@ import torch
 from fedpse.audio.io import SAMPLE_RATE, load_audio
 from fedpse.config import Config, ConfigError, config_to_dict
 from fedpse.distill.loss import neg_si_sdr_loss, si_sdr
+from fedpse.distill.voice_augment import augment_voice
 from fedpse.models.accelerator import describe_device, role_device, to_cpu
 from fedpse.models.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
 from fedpse.models.finite import NonFiniteOutputError
 from fedpse.models.registry import build_from_spec, describe_spec
 from fedpse.models.zoo import load_weights, role_spec
+from fedpse.world.neural_pool import neural_pretrain_speech, pool_description
 from fedpse.world.rooms import RirBank, Room, pretraining_rooms
 
 LEVEL_DBFS = (-36.0, -16.0)  # mixture level range: the GRU sees linear magnitudes, so train level-robust
@@ -81,6 +83,7 @@ class MixingPool:
         noise_augment: float = 0.0,
         reverb: RirBank | None = None,
         reverb_share: float = 0.0,
+        voice_augment: float = 0.0,
     ):
         if not speech or not noise:
             raise ValueError("the world's pretraining pool is empty (no speakers or no noise places)")
@@ -89,6 +92,7 @@ class MixingPool:
         self.noise_augment = noise_augment
         self.reverb = reverb if reverb_share > 0 else None  # no bank: the random draws are exactly as before
         self.reverb_share = reverb_share
+        self.voice_augment = voice_augment
 
     def _speech(self, rng: np.random.Generator, n: int) -> np.ndarray:
         utts = self.speakers[rng.integers(len(self.speakers))]
@@ -100,6 +104,13 @@ class MixingPool:
         stream = np.concatenate(pieces)
         start = rng.integers(0, len(stream) - n + 1)
         return stream[start : start + n].astype(np.float32) / 32767
+
+    def _voice(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        """A clean speech crop; ``voice_augment`` of them from a new voice (``augment_voice``). With 0 no extra
+        random draw is made, so the batches are exactly those of a pool without voice augmentation."""
+        if self.voice_augment > 0 and rng.random() < self.voice_augment:
+            return augment_voice(lambda m: self._speech(rng, m), rng, n)
+        return self._speech(rng, n)
 
     def _noise_piece(self, rng: np.random.Generator, n: int) -> np.ndarray:
         x = self.noise[rng.integers(len(self.noise))]
@@ -119,9 +130,9 @@ class MixingPool:
     ) -> tuple[np.ndarray, np.ndarray]:
         if self.reverb is not None and rng.random() < self.reverb_share:
             # a lead-in before the crop, so the crop also hears the reverberant tail of the speech before it
-            speech, target = self.reverb.apply(self._speech(rng, self.reverb.pre + n), rng, n)
+            speech, target = self.reverb.apply(self._voice(rng, self.reverb.pre + n), rng, n)
         else:
-            speech = target = self._speech(rng, n)
+            speech = target = self._voice(rng, n)
         noise = self._noise(rng, n)
         ps, pn = float(np.mean(speech**2)) + 1e-10, float(np.mean(noise**2)) + 1e-10
         snr = rng.uniform(*snr_db)  # against the (reverberant) speech, as in users' mixtures
@@ -250,12 +261,20 @@ def pretrain(
     spec = role_spec(cfg, role)
     n = int(pc.segment_seconds * SAMPLE_RATE)
     banks = reverb_banks(cfg, world, log) if pc.reverb_share > 0 else {"train": None, "val": None}
+    speech = world.pretrain_speech_files("train")
+    neural = {}
+    if pc.neural_voices > 0:
+        neural = neural_pretrain_speech(
+            world, pc.neural_engine, pc.neural_voices, pc.neural_utterances, cfg.seed, log
+        )
+        speech = {**speech, **neural}
     train = MixingPool(
-        world.pretrain_speech_files("train"),
+        speech,
         world.pretrain_noise_files("train"),
         pc.noise_augment,
         banks["train"],
         pc.reverb_share,
+        pc.voice_augment,
     )
     val_pool = MixingPool(
         world.pretrain_speech_files("val"),
@@ -306,6 +325,14 @@ def pretrain(
             "val": banks["val"].describe(),
             "noise_reverberated": False,
         }
+    if neural:
+        base_card["neural_voices"] = pool_description(neural, pc.neural_engine, pc.neural_utterances)
+        log(
+            f"training speakers: {len(speech) - len(neural)} of the world + {len(neural)} {pc.neural_engine} voices "
+            f"({base_card['neural_voices']['audio_seconds'] / 60:.1f} min)"
+        )
+    if pc.voice_augment > 0:
+        base_card["voice_augment"] = pc.voice_augment
     if pc.init_checkpoint:  # on --resume the first session's card says where it started
         base_card["init_checkpoint"] = {
             "ref": pc.init_checkpoint,

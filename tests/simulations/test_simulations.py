@@ -268,6 +268,35 @@ def test_public_teachers_table_sets_them_beside_the_gru_teachers_on_the_same_use
     assert "| NSNet2 T (ONNX preset) |" in text
 
 
+def test_public_teachers_on_two_worlds_one_table_generated_from_both_folders(tmp_path):
+    default = [
+        _row(0.0, "u0", 32, "gru-log", 7.0, 8.5, 10.0),
+        _row(0.0, "u1", 32, "gru-log", 6.0, 7.5, 9.0),
+        _public(0.0, "u0", "nsnet2", 7.0, 6.5, 6.0, wall=4.0, macs=268e6),
+        _public(0.0, "u1", "nsnet2", 6.0, 7.0, 9.0, wall=6.0, macs=268e6),
+    ]
+    synth = [
+        _row(5.0, "u0", 32, "gru-log", 9.0, 11.0, 12.0),
+        _public(5.0, "u0", "dtln", 9.0, 12.0, 13.0, wall=10.0, macs=123e6),
+        _public(5.0, "u0", "dtln", 9.0, 12.0, 13.0) | {"student": 64},  # another student: not in the table
+    ]
+    text = paper_table.md_public_teachers_worlds({"default": default, "synth": synth})
+    lines = text.splitlines()
+    assert "| default | 0 dB | GRU-log T | 6.50 | +3.00 | +1.50 | 100 % | 0 / 2 | – | – |" in lines
+    assert "| default | 0 dB | NSNet2 T | 6.50 | +1.00 | +0.25 | 50 % | 1 / 2 | 268 M | 5.0 |" in lines
+    assert "| synth | 5 dB | DTLN T | 9.00 | +4.00 | +3.00 | 100 % | 0 / 1 | 123 M | 10.0 |" in lines
+    with pytest.raises(StudyError, match=r"world synth: no rows of a public teacher"):
+        paper_table.md_public_teachers_worlds({"default": default, "synth": synth[:1]})
+    (tmp_path / "r" / "paper_table").mkdir(parents=True)
+    (tmp_path / "r" / "heldout" / "synth").mkdir(parents=True)
+    (tmp_path / "r" / "paper_table" / "results.json").write_text(json.dumps({"rows": default}))
+    (tmp_path / "r" / "heldout" / "synth" / "rows.jsonl").write_text(
+        "".join(json.dumps(r) + "\n" for r in synth)
+    )
+    text, _ = readme_results.render("<!-- results: public_worlds r -->\n<!-- /results -->\n", repo=tmp_path)
+    assert "| synth (Piper) | 5 dB | DTLN T |" in text
+
+
 def test_public_teachers_stay_out_of_the_papers_table_and_the_premise():
     rows = [
         _row(0.0, "u0", 32, "gru", 7.0, 8.0, 9.0),
