@@ -1,6 +1,7 @@
 """Spectral and chained ONNX teachers: tiny models with NSNet2's and DTLN's signatures, exported inside the test,
 described by hand-written YAML or a preset; and the one-line errors for what does not fit."""
 
+import dataclasses
 import math
 import textwrap
 
@@ -13,7 +14,7 @@ from torch import nn
 from fedpse.config import ConfigError, load_config
 from fedpse.models.identity import model_fingerprint
 from fedpse.models.macs import count_params
-from fedpse.models.onnx import build_onnx_teacher, presets
+from fedpse.models.onnx import build_onnx_teacher, presets, resolve_block
 from fedpse.models.onnx_teacher import OnnxTeacherError
 from fedpse.models.zoo import load_teacher
 from tests.models.test_onnx_teacher import export
@@ -272,3 +273,46 @@ def test_a_device_runs_the_onnx_teacher_it_was_sent_as_the_server_does(tmp_path)
     assert model_fingerprint(device_teacher) == model_fingerprint(server_teacher)
     x = torch.randn(2000)
     assert torch.equal(device_teacher(x), server_teacher(x))
+
+
+class RowMaskStage(nn.Module):
+    """DTLN model_1's signature with per-row state and a constant reshape that assumes batch 1 (as TF exports have):
+    several rows in one call are possible once that reshape is relaxed."""
+
+    def forward(self, magnitude, state):
+        level = state.reshape(1, 32).mean(dim=1).reshape(1, 1, 1)
+        return torch.sigmoid(magnitude - level), 0.5 * state + magnitude.mean(dim=(1, 2)).reshape(1, 1, 1, 1)
+
+
+class RowTimeStage(nn.Module):
+    def forward(self, frame, state):
+        gain = 1.0 + 0.1 * torch.tanh(state.reshape(1, 32).mean(dim=1)).reshape(1, 1, 1)
+        return frame * gain, state + frame.abs().mean(dim=(1, 2)).reshape(1, 1, 1, 1)
+
+
+@pytest.mark.parametrize("per_row", [True, False])
+def test_a_stateful_chain_streams_every_row_at_once_where_the_graph_allows_and_the_outputs_do_not_change(
+    tmp_path, per_row
+):
+    state = torch.zeros(1, 2, 8, 2)
+    mask, time_stage = (RowMaskStage(), RowTimeStage()) if per_row else (MaskStage(), TimeStage())
+    first = export(mask, tmp_path / "model_1.onnx", (torch.rand(1, 1, 257), state),
+                   ["input_2", "input_3"], ["activation_2", "tf_op_layer_stack_2"])  # fmt: skip
+    second = export(time_stage, tmp_path / "model_2.onnx", (torch.randn(1, 1, 512), state),
+                    ["input_4", "input_5"], ["conv1d_3", "tf_op_layer_stack_5"])  # fmt: skip
+    cfg = load_config(_config_path(tmp_path, DTLN_YAML.format(first=first, second=second)))
+    block = build_onnx_teacher(resolve_block(dataclasses.asdict(cfg.teacher.onnx)))
+    x = np.random.default_rng(1).standard_normal((3, 2000)).astype(np.float32) * 0.1
+    together = block.enhance(x)
+    stages = block.stages
+    # the per-row toys are relaxed and used; the toys whose ops mix rows (a mean over everything) fail the check
+    assert all((s._rows_session is not None) == per_row for s in stages)
+    alone = np.stack([block.enhance(x[r]) for r in range(3)])
+    np.testing.assert_allclose(together, alone, atol=1e-5)
+    np.testing.assert_allclose(alone[1], _dtln_reference(first, second, x[1]), atol=1e-5)
+
+
+def _config_path(tmp_path, text):
+    path = tmp_path / "teacher.yaml"
+    path.write_text(textwrap.dedent(text))
+    return path

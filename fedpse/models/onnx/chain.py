@@ -8,7 +8,9 @@ spectral stage then a time stage, both stateful per frame.
 Vectorized where the graph allows it: a stage whose frames axis is dynamic gets the whole sequence in one call; a
 stateless per-frame stage with a dynamic batch axis gets every frame of every utterance in one call; only a stateful
 per-frame stage is called frame by frame (its states carried from each frame to the next, stage by stage, which gives
-the same outputs as interleaving the stages block by block).
+the same outputs as interleaving the stages block by block) — with every utterance of the call in each frame's call,
+where the graph takes several rows (``batching.rows_session``: a batch axis fixed at 1 is relaxed when a check shows
+that gives the same outputs).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fedpse.models.onnx.batching import rows_session
 from fedpse.models.onnx.framing import StftFraming
 from fedpse.models.onnx_teacher import (
     SAMPLE_RATE,
@@ -49,6 +52,7 @@ class OnnxStage:
         self.output = spec.get("output", "mask") if self.domain == "spectral" else "frame"
         self.stft = stft
         self.session = _open_session(self.path, num_threads)
+        self._threads, self._rows_session = num_threads, False  # False: not looked at yet
         with open(self.path, "rb") as fh:
             self.file_sha256 = hashlib.file_digest(fh, "sha256").hexdigest()
         inputs = {i.name: i for i in self.session.get_inputs()}
@@ -196,8 +200,10 @@ class OnnxStage:
             y = self._call(features if self.whole_sequence else self._per_frame(features), {})
         elif self.whole_sequence:  # one call per row, its states starting at zero
             y = np.concatenate([self._call(features[r : r + 1], dict(self._state_init)) for r in range(n)])
+        elif n > 1 and self._rows() is not None:  # all rows together, one call per frame
+            y = self._stream(features, self._rows_session)
         else:
-            y = np.concatenate([self._stream(features[r]) for r in range(n)])
+            y = np.concatenate([self._stream(features[r : r + 1]) for r in range(n)])
         return self._apply(data, np.asarray(y, dtype=np.float64).reshape(n, count, *self._out_tail()))
 
     def _per_frame(self, features: np.ndarray) -> np.ndarray:
@@ -205,22 +211,35 @@ class OnnxStage:
         merged = features.reshape(n * count, *features.shape[2:])
         return merged[:, None] if "frames" in self._axes else merged
 
-    def _stream(self, frames: np.ndarray) -> np.ndarray:
-        """One row's frames [F, ...], one call per frame, each state output fed back to its input."""
-        states, out = dict(self._state_init), []
-        for frame in frames:
-            feed = frame[None, None] if "frames" in self._axes else frame[None]
-            results = self._run({self._input.name: feed, **states})
-            out.append(results[self._output.name])
+    def _rows(self):
+        """A session of this graph taking many rows at once, checked against this one (``batching.rows_session``);
+        ``None`` where the graph cannot. Built on first need."""
+        if (
+            self._rows_session is False
+        ):  # checked even for a dynamic batch axis: states must batch on axis 0 too
+            self._rows_session = rows_session(self.path, self.session, self._threads)
+        return self._rows_session
+
+    def _stream(self, features: np.ndarray, session=None) -> np.ndarray:
+        """Rows' frames [n, F, ...] -> outputs [n, F, ...]: one call per frame (all n rows in it), each state
+        output fed back to its input."""
+        n = features.shape[0]
+        states = {k: np.repeat(v, n, axis=0) for k, v in self._state_init.items()}
+        out = []
+        for f in range(features.shape[1]):
+            frame = features[:, f]
+            feed = frame[:, None] if "frames" in self._axes else frame
+            results = self._run({self._input.name: feed, **states}, session)
+            out.append(results[self._output.name].reshape(n, -1))
             states = {a.name: results[o.name].astype(self._state_init[a.name].dtype) for a, o in self._states}
-        return np.stack(out)
+        return np.stack(out, axis=1)
 
     def _call(self, feed: np.ndarray, states: dict) -> np.ndarray:
         return self._run({self._input.name: feed, **states})[self._output.name]
 
-    def _run(self, feeds: dict) -> dict:
+    def _run(self, feeds: dict, session=None) -> dict:
         try:
-            return dict(zip(self._names, self.session.run(None, feeds), strict=True))
+            return dict(zip(self._names, (session or self.session).run(None, feeds), strict=True))
         except Exception as err:  # onnxruntime raises its own exception types
             shapes = {k: list(v.shape) for k, v in feeds.items()}
             raise self._fail(f"onnxruntime failed on inputs {shapes}: {err}") from None
