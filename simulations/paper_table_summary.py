@@ -312,12 +312,17 @@ def md_public_teachers(
 
 
 def md_public_teachers_worlds(
-    worlds: dict[str, list[dict]], student: int = 32, compare: tuple[str, ...] = ("gru-log",)
+    worlds: dict[str, list[dict]],
+    student: int = 32,
+    compare: tuple[str, ...] = ("gru-log",),
+    costs: dict[str, dict] | None = None,
 ) -> str:
     """One compact table of the public ONNX teachers (``PUBLIC_TEACHERS``) on several worlds (``worlds``: name →
     paper_table rows), next to the ``compare`` shipped teachers on the same users: per world and input SNR the
     teacher's lead over the generic 2×``student`` student, the student's gain from it, users improved, the teacher's
-    MACs per second of audio and its wall per user. A world without a row of a public teacher is an error."""
+    MACs per second of audio (from ``costs[teacher]["macs_per_second"]`` where the rows predate that column) and
+    its wall per minute of the user's adaptation audio. A world without a row of a public teacher is an error."""
+    costs = costs or {}
     out = []
     for world, rows in worlds.items():
         by_cell, snrs = _public_cells(rows, student, f"world {world}", "its study")
@@ -329,7 +334,17 @@ def md_public_teachers_worlds(
                 if not users or not all(u in cell for u in users):
                     continue
                 c = summarise([cell[u] for u in users])
-                macs, wall = c["teacher_macs_per_second"], c["teacher_wall_seconds_mean"]
+                macs = c["teacher_macs_per_second"] or costs.get(t, {}).get("macs_per_second")
+                timed = [cell[u] for u in users if cell[u].get("teacher_wall_seconds") is not None]
+                wall = (
+                    float(
+                        np.mean(
+                            [60 * r["teacher_wall_seconds"] / r["adaptation_audio_seconds"] for r in timed]
+                        )
+                    )
+                    if timed
+                    else None
+                )
                 out.append(
                     [
                         world,
@@ -347,8 +362,8 @@ def md_public_teachers_worlds(
     text = (
         f"The 2×{student} student fine-tuned on each teacher's pseudo-targets (100 steps) on the users every public "
         "teacher was run on; SI-SDR dB; gain = adapted − generic; MACs per second of audio (an ONNX teacher counted "
-        "from its graph); teacher s/user: wall of the pseudo-targets of one user's adaptation audio on one core "
-        "(– where read from the result cache of an earlier run).\n\n"
+        "from its graph); teacher s/min: wall of the pseudo-targets per minute of a user's adaptation audio on one "
+        "core, measured beside another job (– where read from the result cache of an earlier run).\n\n"
     )
     return text + md_table(
         [
@@ -361,7 +376,7 @@ def md_public_teachers_worlds(
             "users improved",
             "teacher < generic",
             "MACs/s",
-            "teacher s/user",
+            "teacher s/min",
         ],
         out,
     )

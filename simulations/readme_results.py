@@ -144,8 +144,9 @@ def _public_worlds(folder: Path) -> str:
         ]
     except json.JSONDecodeError as err:
         raise StudyError(f"{path}: not a paper_table rows file ({err})") from None
-    worlds = {"default": _paper_results(folder / "paper_table", "rows")["rows"], "synth (Piper)": synth}
-    return paper_table.md_public_teachers_worlds(worlds)
+    default = _paper_results(folder / "paper_table", "rows")
+    worlds = {"default": default["rows"], "synth (Piper)": synth}
+    return paper_table.md_public_teachers_worlds(worlds, costs=default.get("teachers"))
 
 
 def generate(study: str, folder: Path, label: str) -> str:

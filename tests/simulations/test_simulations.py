@@ -220,7 +220,12 @@ def test_public_teacher_whose_package_is_missing_is_the_presets_one_line_error(m
 
 def _public(snr, user, teacher, generic, personalized, teacher_db, wall=None, macs=None):
     row = _row(snr, user, 32, teacher, generic, personalized, teacher_db)
-    return {**row, "teacher_wall_seconds": wall, "teacher_macs_per_second": macs}
+    return {
+        **row,
+        "teacher_wall_seconds": wall,
+        "teacher_macs_per_second": macs,
+        "adaptation_audio_seconds": 60.0,
+    }
 
 
 def test_public_teachers_table_sets_them_beside_the_gru_teachers_on_the_same_users(tmp_path):
@@ -280,9 +285,11 @@ def test_public_teachers_on_two_worlds_one_table_generated_from_both_folders(tmp
         _public(5.0, "u0", "dtln", 9.0, 12.0, 13.0, wall=10.0, macs=123e6),
         _public(5.0, "u0", "dtln", 9.0, 12.0, 13.0) | {"student": 64},  # another student: not in the table
     ]
-    text = paper_table.md_public_teachers_worlds({"default": default, "synth": synth})
+    costs = {"gru-log": {"macs_per_second": 165.7e6}}  # rows computed before they recorded the MACs
+    text = paper_table.md_public_teachers_worlds({"default": default, "synth": synth}, costs=costs)
     lines = text.splitlines()
-    assert "| default | 0 dB | GRU-log T | 6.50 | +3.00 | +1.50 | 100 % | 0 / 2 | – | – |" in lines
+    assert "| default | 0 dB | GRU-log T | 6.50 | +3.00 | +1.50 | 100 % | 0 / 2 | 166 M | – |" in lines
+    # wall per minute of adaptation audio (the rows' users have 1 min each)
     assert "| default | 0 dB | NSNet2 T | 6.50 | +1.00 | +0.25 | 50 % | 1 / 2 | 268 M | 5.0 |" in lines
     assert "| synth | 5 dB | DTLN T | 9.00 | +4.00 | +3.00 | 100 % | 0 / 1 | 123 M | 10.0 |" in lines
     with pytest.raises(StudyError, match=r"world synth: no rows of a public teacher"):
