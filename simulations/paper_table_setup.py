@@ -148,28 +148,61 @@ MAIN_ROWS = (
 )  # the main paper table's rows (personalization, heldout)
 
 
-def seed_plain_rows(target_dir: Path, student: int, snrs: list[float], teachers: list[str]) -> int:
+def seed_plain_rows(
+    target_dir: Path, student: int, snrs: list[float], teachers: list[str], top_up: bool = False
+) -> int:
     """Copy the main paper table's rows of these cells into ``target_dir/rows.jsonl`` (paper_table reuses those whose
-    setting key matches the run's, i.e. the same computation); returns how many were copied."""
+    setting key matches the run's, i.e. the same computation); returns how many were copied. A file already there is
+    left alone, or with ``top_up`` gets the rows it lacks (by SNR, user, student, teacher and setting) appended."""
     target = target_dir / "rows.jsonl"
-    if target.exists() or not MAIN_ROWS.is_file():
+    if (target.exists() and not top_up) or not MAIN_ROWS.is_file():
         return 0
-    kept = []
-    for line in MAIN_ROWS.read_text().splitlines():
-        try:
-            r = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if int(r["student"]) == student and float(r["snr_db"]) in snrs and r["teacher"] in teachers:
-            kept.append(line)
-    target.write_text("".join(f"{line}\n" for line in kept))
+    old = target.read_text() if target.exists() else ""
+    have = {_cell(r) for _, r in _rows(old)}
+    kept = [
+        line
+        for line, r in _rows(MAIN_ROWS.read_text())
+        if int(r["student"]) == student
+        and float(r["snr_db"]) in snrs
+        and r["teacher"] in teachers
+        and _cell(r) not in have
+    ]
+    if old and not kept:
+        return 0
+    cut = old and not old.endswith("\n")  # the last line of an interrupted run
+    with open(target, "a") as fh:
+        fh.write("\n" * bool(cut) + "".join(f"{line}\n" for line in kept))
     return len(kept)
 
 
-def paper_table_argv(s: dict, users: int, teachers: list[str], out: Path, overrides: list[str]) -> list[str]:
-    """The ``paper_table.py`` command line of one run of a study (``s``: its resolved settings)."""
+def _rows(text: str) -> list[tuple[str, dict]]:
+    """A rows.jsonl file's lines with their rows (a line cut short by an interrupted run left out)."""
+    out = []
+    for line in text.splitlines():
+        try:
+            out.append((line, json.loads(line)))
+        except json.JSONDecodeError:
+            continue
+    return out
+
+
+def _cell(r: dict) -> tuple:
+    return float(r["snr_db"]), r["user"], int(r["student"]), r["teacher"], r.get("setting")
+
+
+def paper_table_argv(
+    s: dict,
+    users: int,
+    teachers: list[str],
+    out: Path,
+    overrides: list[str],
+    students: list[int] | None = None,
+) -> list[str]:
+    """The ``paper_table.py`` command line of one run of a study (``s``: its resolved settings; ``students``: the
+    student sizes, default ``s["student"]``)."""
     argv = ["--users", str(users), "--snr", *[f"{x:g}" for x in s["snr_db"]]]
-    argv += ["--students", str(s["student"]), "--teachers", *teachers, "--workers", str(s["workers"])]
+    argv += ["--students", *map(str, students or [s["student"]])]
+    argv += ["--teachers", *teachers, "--workers", str(s["workers"])]
     argv += ["--out", str(out)]
     if s["adapt_minutes"] is not None:
         argv += ["--adapt-minutes", str(s["adapt_minutes"])]
