@@ -23,6 +23,8 @@ RESULTS.md holds every result with its command and wall time next to it; README.
 - ``public_worlds``: the public ONNX teachers on the default world and on the held-out-synthesizer world, one
   compact table (``paper_table_summary.md_public_teachers_worlds``); its folder is the results root, holding
   ``paper_table/results.json`` (default world) and ``heldout/synth/rows.jsonl``;
+- ``teacher_lead``: every result file of ``simulations/teacher_lead.py`` in the folder, one table (a teacher
+  checkpoint's lead over the generic 2×32 student per world and SNR; ``teacher_lead.md_folder``);
 - ``steps_sweep``: ``table.md`` of a ``paper_table.py --sweep … --sweep-only`` run;
 - ``mask_ceiling``: ``table.md`` of ``simulations/mask_ceiling.py``;
 - ``pool_gap``: ``table.md`` of ``simulations/pool_gap.py``;
@@ -67,6 +69,7 @@ STUDIES = (
     "heldout",
     "dnsmos_rank",
     "dereverb",
+    "teacher_lead",
 )
 # studies whose block is their results folder's table.md, as the study wrote it
 TABLE_MD_STUDIES = (
@@ -161,6 +164,10 @@ def generate(study: str, folder: Path, label: str) -> str:
         return _public_teachers(folder)
     if study == "public_worlds":
         return _public_worlds(folder)
+    if study == "teacher_lead":
+        import teacher_lead
+
+        return teacher_lead.md_folder(folder)
     if study == "scale":
         return _read(folder / "scale.md", "the scale study's table")
     return _privacy_compute(folder, label)

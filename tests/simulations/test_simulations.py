@@ -623,3 +623,33 @@ def test_mask_ceiling_reads_models_only_where_every_user_has_them(tmp_path):
     path.write_text("{bad\n")
     with pytest.raises(StudyError, match=r"rows.jsonl line 1: not JSON"):
         mask_ceiling.models_from_rows(path, ["u0"])
+
+
+def test_teacher_lead_results_are_one_generated_table_and_a_bad_file_is_named(tmp_path):
+    import teacher_lead
+
+    folder = tmp_path / "tl"
+    folder.mkdir()
+    cell = {
+        "users": 2,
+        "generic": 5.0,
+        "teacher": 7.5,
+        "teacher_minus_generic": 2.5,
+        "teacher_below_generic": 0,
+    }
+    (folder / "b-teacher.json").write_text(json.dumps({"worlds": {"synth": {"5": cell, "0": cell}}}))
+    (folder / "a-teacher.json").write_text(json.dumps({"worlds": {"builtin": {"0": {**cell, "teacher": 4.0,
+                                                                                    "teacher_minus_generic": -1.0,
+                                                                                    "teacher_below_generic": 2}}}}))  # fmt: skip
+    lines = teacher_lead.md_folder(folder).splitlines()
+    assert lines[2] == "| `a-teacher` | builtin | 0 dB | 5.00 | 4.00 | −1.00 | 2 / 2 |"
+    assert lines[3].startswith("| `b-teacher` | synth | 0 dB |") and lines[4].startswith(
+        "| `b-teacher` | synth | 5 dB |"
+    )
+    text, _ = readme_results.render("<!-- results: teacher_lead tl -->\n<!-- /results -->\n", repo=tmp_path)
+    assert "| `b-teacher` | synth | 5 dB | 5.00 | 7.50 | +2.50 | 0 / 2 |" in text
+    (folder / "c.json").write_text("{not json")
+    with pytest.raises(StudyError, match=r"c.json: not a teacher_lead result file"):
+        teacher_lead.md_folder(folder)
+    with pytest.raises(StudyError, match=r"no teacher_lead result files"):
+        teacher_lead.md_folder(tmp_path)
