@@ -303,7 +303,12 @@ def markdown(table: dict, worlds: dict) -> str:
     return text + f"\nWorlds: {legend}.\n"
 
 
-CARD_TEACHERS = {"gru": "teacher-gru", "gru-log": "teacher-gru-log", "convtasnet": "teacher-convtasnet"}
+CARD_TEACHERS = {
+    "gru": "teacher-gru",
+    "gru-log": "teacher-gru-log",
+    "convtasnet": "teacher-convtasnet",
+    "convtasnet-voices": "teacher-convtasnet-voices",
+}
 
 
 def write_cards(table: dict, worlds: dict) -> list[str]:

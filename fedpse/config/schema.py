@@ -128,7 +128,7 @@ class TeacherConfig:
     checkpoint: str | None = _f(
         "builtin:teacher-gru-log",
         "teacher weights: a path, builtin:NAME (shipped: teacher-gru-log, teacher-gru, teacher-convtasnet, "
-        "teacher-gru-log-dereverb) or null (random init); with world.room.enabled and this key not given: "
+        "teacher-convtasnet-voices, teacher-gru-log-dereverb) or null (random init); with world.room.enabled and this key not given: "
         "builtin:teacher-gru-log-dereverb",
     )
 
@@ -180,6 +180,13 @@ class PretrainConfig:
         choices=["kokoro", "piper"],
     )
     neural_utterances: int = _f(8, "sentences per neural pretraining speaker", min=1)
+    neural_share: float | None = _f(
+        None,
+        "share of training mixtures whose speaker is one of pretrain.neural_voices (null: every speaker equally "
+        "likely, world's and neural alike)",
+        min=0.0,
+        max=1.0,
+    )
     reverb_share: float = _f(
         0.0,
         "share of training and validation mixtures whose speech is reverberated in a pretraining room (never a "

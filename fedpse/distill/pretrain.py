@@ -84,18 +84,32 @@ class MixingPool:
         reverb: RirBank | None = None,
         reverb_share: float = 0.0,
         voice_augment: float = 0.0,
+        neural: dict[str, list[Path]] | None = None,
+        neural_share: float | None = None,
     ):
         if not speech or not noise:
             raise ValueError("the world's pretraining pool is empty (no speakers or no noise places)")
-        self.speakers = [[_pcm16(load_audio(p)) for p in files] for files in speech.values()]
+        self.speakers = [
+            [_pcm16(load_audio(p)) for p in files] for files in (speech | (neural or {})).values()
+        ]
+        # neural_share: that share of mixtures from the neural speakers (listed last), the rest from the world's;
+        # None: every speaker equally likely (the draws of a pool without the share)
+        self.world_speakers, self.neural_share = len(speech), neural_share if neural else None
         self.noise = [_pcm16(load_audio(p)) for p in noise]
         self.noise_augment = noise_augment
         self.reverb = reverb if reverb_share > 0 else None  # no bank: the random draws are exactly as before
         self.reverb_share = reverb_share
         self.voice_augment = voice_augment
 
+    def _speaker(self, rng: np.random.Generator) -> int:
+        if self.neural_share is None:
+            return int(rng.integers(len(self.speakers)))
+        if rng.random() < self.neural_share:
+            return self.world_speakers + int(rng.integers(len(self.speakers) - self.world_speakers))
+        return int(rng.integers(self.world_speakers))
+
     def _speech(self, rng: np.random.Generator, n: int) -> np.ndarray:
-        utts = self.speakers[rng.integers(len(self.speakers))]
+        utts = self.speakers[self._speaker(rng)]
         pieces, have = [], 0
         while have < n + SAMPLE_RATE // 4:
             u = utts[rng.integers(len(utts))]
@@ -263,11 +277,15 @@ def pretrain(
     banks = reverb_banks(cfg, world, log) if pc.reverb_share > 0 else {"train": None, "val": None}
     speech = world.pretrain_speech_files("train")
     neural = {}
+    if pc.neural_share is not None and pc.neural_voices == 0:
+        raise ConfigError(
+            f"pretrain.neural_share={pc.neural_share}: there are no neural speakers to draw from; "
+            "set pretrain.neural_voices > 0 or drop the share"
+        )
     if pc.neural_voices > 0:
         neural = neural_pretrain_speech(
             world, pc.neural_engine, pc.neural_voices, pc.neural_utterances, cfg.seed, log
         )
-        speech = {**speech, **neural}
     train = MixingPool(
         speech,
         world.pretrain_noise_files("train"),
@@ -275,6 +293,8 @@ def pretrain(
         banks["train"],
         pc.reverb_share,
         pc.voice_augment,
+        neural,
+        pc.neural_share,
     )
     val_pool = MixingPool(
         world.pretrain_speech_files("val"),
@@ -327,9 +347,12 @@ def pretrain(
         }
     if neural:
         base_card["neural_voices"] = pool_description(neural, pc.neural_engine, pc.neural_utterances)
+        if pc.neural_share is not None:
+            base_card["neural_voices"]["share"] = pc.neural_share
+        share = "in proportion" if pc.neural_share is None else f"{pc.neural_share:.0%} of mixtures"
         log(
-            f"training speakers: {len(speech) - len(neural)} of the world + {len(neural)} {pc.neural_engine} voices "
-            f"({base_card['neural_voices']['audio_seconds'] / 60:.1f} min)"
+            f"training speakers: {len(speech)} of the world + {len(neural)} {pc.neural_engine} voices "
+            f"({base_card['neural_voices']['audio_seconds'] / 60:.1f} min; {share})"
         )
     if pc.voice_augment > 0:
         base_card["voice_augment"] = pc.voice_augment

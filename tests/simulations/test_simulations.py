@@ -510,7 +510,7 @@ def test_results_md_holds_every_study_and_the_readme_its_headline():
     results = (SIMULATIONS.parent / "RESULTS.md").read_text()
     readme = (SIMULATIONS.parent / "README.md").read_text()
     assert sorted(readme_results.blocks(results)) == sorted(readme_results.STUDIES)
-    assert readme_results.blocks(readme) == ["premise"]
+    assert readme_results.blocks(readme) == ["premise", "public_worlds"]
 
 
 def test_check_fails_naming_the_file_when_a_table_is_stale(tmp_path, capsys):

@@ -112,3 +112,25 @@ def test_a_world_whose_users_speak_with_the_training_engine_is_refused_as_held_o
     check_held_out(piper, card, "teacher x")  # another engine: held out
     check_held_out(load_config(), card, "teacher x")  # espeak users
     check_held_out(kokoro, {"arch": "onnx"}, "teacher y")  # no neural voices in its pretraining
+
+
+def test_neural_share_sets_how_often_a_neural_speaker_talks(tiny_world, tone_engine, tmp_path):
+    from fedpse.distill.pretrain import MixingPool
+
+    world_cfg, world = tiny_world
+    speech, noise = world.pretrain_speech_files("train"), world.pretrain_noise_files("train")
+    neural = neural_pretrain_speech(world, "kokoro", 2, 2, seed=5, log=lambda _: None)
+    rng = np.random.default_rng(0)
+    picks = {
+        share: [
+            MixingPool(speech, noise, neural=neural, neural_share=share)._speaker(rng) for _ in range(200)
+        ]
+        for share in (None, 0.0, 1.0, 0.5)
+    }
+    w = len(speech)
+    assert all(i >= w for i in picks[1.0]) and all(i < w for i in picks[0.0])
+    assert 60 < sum(i >= w for i in picks[0.5]) < 140
+    assert {i >= w for i in picks[None]} == {True, False}
+    with pytest.raises(ConfigError, match=r"pretrain.neural_share=0.5: there are no neural speakers"):
+        pretrain(_cfg(world_cfg, tmp_path, "pretrain.neural_share=0.5"), "student", world, progress=False,
+                 log=lambda _: None)  # fmt: skip
