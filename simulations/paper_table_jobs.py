@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import multiprocessing as mp
+import signal
 import time
 import zlib
 
@@ -172,11 +173,18 @@ def sweep_job(job: tuple[float, str, int, str, list[int], int | None]) -> dict:
     return {"user": uid, "generic": base, "gain_by_steps": curve}
 
 
+def _worker_init(init, *initargs) -> None:
+    """A pool worker ignores Ctrl-C (the terminal sends it to the whole process group): the parent stops the pool
+    and says so in one line, instead of every worker printing its own traceback."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    init(*initargs)
+
+
 def pool_imap(fn, jobs: list, initargs: tuple, workers: int, init=_init):
     """``fn`` over ``jobs`` in ``workers`` processes, each set up by ``init(*initargs)`` (in-process for 1)."""
     if workers <= 1:
         init(*initargs)
         yield from map(fn, jobs)
         return
-    with mp.get_context("spawn").Pool(workers, initializer=init, initargs=initargs) as pool:
+    with mp.get_context("spawn").Pool(workers, initializer=_worker_init, initargs=(init, *initargs)) as pool:
         yield from pool.imap_unordered(fn, jobs, chunksize=1)

@@ -26,8 +26,12 @@ class StudyError(ValueError):
     """A problem the user can fix (bad argument, missing checkpoint, unusable --out); printed as one line."""
 
 
+RESUMABLE = {"paper_table", "heldout", "dereverb", "personalization", "privacy_compute"}
+
+
 def run_main(prog: str, main: Callable[[list[str] | None], Any], argv: list[str] | None = None) -> None:
-    """Call ``main(argv)``; a ``StudyError`` or fedpse ``ConfigError``/``WorldError`` ends as one line on stderr."""
+    """Call ``main(argv)``; a ``StudyError`` or fedpse ``ConfigError``/``WorldError`` ends as one line on stderr, and
+    so does Ctrl-C (exit 130), saying whether the same command picks up the rows already written."""
     from fedpse.config import ConfigError
     from fedpse.world.reader import WorldError
 
@@ -35,6 +39,14 @@ def run_main(prog: str, main: Callable[[list[str] | None], Any], argv: list[str]
         main(argv)
     except (StudyError, ConfigError, WorldError) as err:
         sys.exit(f"{prog}: error: {err}")
+    except KeyboardInterrupt:
+        how = (
+            "the rows finished so far are kept; the same command continues from them"
+            if prog in RESUMABLE
+            else "nothing is resumed; the same command starts over"
+        )
+        print(f"\n{prog}: interrupted ({how})", file=sys.stderr)
+        sys.exit(130)
 
 
 # ------------------------------------------------------------------------------------------------ presets

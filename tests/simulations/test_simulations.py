@@ -653,3 +653,36 @@ def test_teacher_lead_results_are_one_generated_table_and_a_bad_file_is_named(tm
         teacher_lead.md_folder(folder)
     with pytest.raises(StudyError, match=r"no teacher_lead result files"):
         teacher_lead.md_folder(tmp_path)
+
+
+@pytest.mark.parametrize(("prog", "says"), [("paper_table", "continues from them"), ("scale", "starts over")])
+def test_ctrl_c_in_a_study_is_one_line_and_exit_130(prog, says, capsys):
+    import studylib
+
+    def interrupted(argv):
+        raise KeyboardInterrupt
+
+    with pytest.raises(SystemExit) as exit_:
+        studylib.run_main(prog, interrupted)
+    assert exit_.value.code == 130
+    err = capsys.readouterr().err.strip()
+    assert (
+        err.startswith(f"{prog}: interrupted (")
+        and says in err
+        and "\n" not in err
+        and "Traceback" not in err
+    )
+
+
+def test_study_pool_workers_leave_ctrl_c_to_the_parent():
+    import signal
+
+    import paper_table_jobs
+
+    seen = []
+    before = signal.getsignal(signal.SIGINT)
+    try:
+        paper_table_jobs._worker_init(lambda *a: seen.append(a), 1, 2)
+        assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN and seen == [(1, 2)]
+    finally:
+        signal.signal(signal.SIGINT, before)
