@@ -525,4 +525,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    run_main("dereverb", main)
+    run_main("dereverb", main, resumable=True)

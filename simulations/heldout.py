@@ -367,4 +367,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    run_main("heldout", main)
+    run_main("heldout", main, resumable=True)

@@ -396,4 +396,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    run_main("paper_table", main)
+    run_main("paper_table", main, resumable=True)

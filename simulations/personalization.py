@@ -253,4 +253,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    run_main("personalization", main)
+    run_main("personalization", main, resumable=True)

@@ -488,4 +488,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    run_main("privacy_compute", main)
+    run_main("privacy_compute", main, resumable=True)

@@ -26,12 +26,15 @@ class StudyError(ValueError):
     """A problem the user can fix (bad argument, missing checkpoint, unusable --out); printed as one line."""
 
 
-RESUMABLE = {"paper_table", "heldout", "dereverb", "personalization", "privacy_compute"}
-
-
-def run_main(prog: str, main: Callable[[list[str] | None], Any], argv: list[str] | None = None) -> None:
+def run_main(
+    prog: str,
+    main: Callable[[list[str] | None], Any],
+    argv: list[str] | None = None,
+    resumable: bool = False,
+) -> None:
     """Call ``main(argv)``; a ``StudyError`` or fedpse ``ConfigError``/``WorldError`` ends as one line on stderr, and
-    so does Ctrl-C (exit 130), saying whether the same command picks up the rows already written."""
+    so does Ctrl-C (exit 130), saying whether the same command picks up the rows already written (``resumable``: the
+    study keeps its finished rows and reuses them)."""
     from fedpse.config import ConfigError
     from fedpse.world.reader import WorldError
 
@@ -42,7 +45,7 @@ def run_main(prog: str, main: Callable[[list[str] | None], Any], argv: list[str]
     except KeyboardInterrupt:
         how = (
             "the rows finished so far are kept; the same command continues from them"
-            if prog in RESUMABLE
+            if resumable
             else "nothing is resumed; the same command starts over"
         )
         print(f"\n{prog}: interrupted ({how})", file=sys.stderr)

@@ -62,19 +62,20 @@ def main(argv=None) -> dict:
     t0 = time.perf_counter()
     results: dict = {"checkpoint": args.checkpoint, "arch": args.arch, "overrides": teacher_set, "worlds": {}}
     lines = []
+    teacher, card = load_teacher(
+        load_config(overrides=teacher_set)
+    )  # a bad checkpoint fails before any world
+    student, _ = load_student(load_config(overrides=["student.checkpoint=builtin:student-2x32"]))
     for name in args.worlds:
         spec = worlds[name]
         users = args.users or spec.get("users") or preset["users"]
         base = list(spec.get("overrides") or [])
         config = REPO / spec["config"] if spec.get("config") else None
-        world_users = max(
-            users, load_config(config, overrides=base).world.num_users
-        )  # as paper_table builds it
+        world_cfg = load_config(config, overrides=base)
+        check_held_out(world_cfg, card, f"teacher {args.checkpoint}")
+        world_users = max(users, world_cfg.world.num_users)  # the fixed-SNR worlds as paper_table builds them
         for snr in args.snr:
             cfg = load_config(config, overrides=[*base, *world_overrides(snr, world_users)])
-            teacher, card = load_teacher(load_config(config, overrides=[*base, *teacher_set]))
-            check_held_out(cfg, card, f"teacher {args.checkpoint}")
-            student, _ = load_student(load_config(overrides=["student.checkpoint=builtin:student-2x32"]))
             world = open_world(cfg, progress=True)
             rows = []
             for user in world.user_ids()[:users]:

@@ -128,8 +128,8 @@ class TeacherConfig:
     checkpoint: str | None = _f(
         "builtin:teacher-gru-log",
         "teacher weights: a path, builtin:NAME (shipped: teacher-gru-log, teacher-gru, teacher-convtasnet, "
-        "teacher-convtasnet-voices, teacher-gru-log-dereverb) or null (random init); with world.room.enabled and this key not given: "
-        "builtin:teacher-gru-log-dereverb",
+        "teacher-convtasnet-voices, teacher-gru-log-dereverb) or null (random init); with world.room.enabled and "
+        "this key not given: builtin:teacher-gru-log-dereverb",
     )
 
 

@@ -43,7 +43,7 @@ from fedpse.models.checkpoints import CheckpointError, load_checkpoint, save_che
 from fedpse.models.finite import NonFiniteOutputError
 from fedpse.models.registry import build_from_spec, describe_spec
 from fedpse.models.zoo import load_weights, role_spec
-from fedpse.world.neural_pool import neural_pretrain_speech, pool_description
+from fedpse.world.neural_pool import neural_pretrain_speech
 from fedpse.world.rooms import RirBank, Room, pretraining_rooms
 
 LEVEL_DBFS = (-36.0, -16.0)  # mixture level range: the GRU sees linear magnitudes, so train level-robust
@@ -118,6 +118,10 @@ class MixingPool:
         stream = np.concatenate(pieces)
         start = rng.integers(0, len(stream) - n + 1)
         return stream[start : start + n].astype(np.float32) / 32767
+
+    def neural_seconds(self) -> float:
+        """Seconds of audio of the neural speakers (listed after the world's)."""
+        return sum(len(u) for utts in self.speakers[self.world_speakers :] for u in utts) / SAMPLE_RATE
 
     def _voice(self, rng: np.random.Generator, n: int) -> np.ndarray:
         """A clean speech crop; ``voice_augment`` of them from a new voice (``augment_voice``). With 0 no extra
@@ -274,14 +278,14 @@ def pretrain(
     out.mkdir(parents=True, exist_ok=True)
     spec = role_spec(cfg, role)
     n = int(pc.segment_seconds * SAMPLE_RATE)
-    banks = reverb_banks(cfg, world, log) if pc.reverb_share > 0 else {"train": None, "val": None}
-    speech = world.pretrain_speech_files("train")
-    neural = {}
     if pc.neural_share is not None and pc.neural_voices == 0:
         raise ConfigError(
             f"pretrain.neural_share={pc.neural_share}: there are no neural speakers to draw from; "
             "set pretrain.neural_voices > 0 or drop the share"
         )
+    banks = reverb_banks(cfg, world, log) if pc.reverb_share > 0 else {"train": None, "val": None}
+    speech = world.pretrain_speech_files("train")
+    neural = {}
     if pc.neural_voices > 0:
         neural = neural_pretrain_speech(
             world, pc.neural_engine, pc.neural_voices, pc.neural_utterances, cfg.seed, log
@@ -346,13 +350,18 @@ def pretrain(
             "noise_reverberated": False,
         }
     if neural:
-        base_card["neural_voices"] = pool_description(neural, pc.neural_engine, pc.neural_utterances)
-        if pc.neural_share is not None:
-            base_card["neural_voices"]["share"] = pc.neural_share
+        seconds = train.neural_seconds()
+        base_card["neural_voices"] = {
+            "engine": pc.neural_engine,
+            "speakers": len(neural),
+            "utterances": pc.neural_utterances,
+            "audio_seconds": round(seconds, 1),
+            **({"share": pc.neural_share} if pc.neural_share is not None else {}),
+        }
         share = "in proportion" if pc.neural_share is None else f"{pc.neural_share:.0%} of mixtures"
         log(
             f"training speakers: {len(speech)} of the world + {len(neural)} {pc.neural_engine} voices "
-            f"({base_card['neural_voices']['audio_seconds'] / 60:.1f} min; {share})"
+            f"({seconds / 60:.1f} min; {share})"
         )
     if pc.voice_augment > 0:
         base_card["voice_augment"] = pc.voice_augment

@@ -19,7 +19,6 @@ from pathlib import Path
 
 import numpy as np
 
-from fedpse.audio.io import save_audio
 from fedpse.config import ConfigError
 
 S_NEURAL_POOL = 101  # seed stream of the pretraining pool's neural voices (world streams are 1..7)
@@ -64,35 +63,20 @@ def neural_pretrain_speech(
 
 def _render_speaker(voice, folder: Path, utterances: int, rng: np.random.Generator) -> None:
     from fedpse.world.neural_voices import render
+    from fedpse.world.render import save_pretrain_utterance
     from fedpse.world.text import sentence
-    from fedpse.world.users import pcm_sha256, quantize
 
     folder.mkdir(parents=True, exist_ok=True)
     items = []
     for k in range(utterances):
         text = sentence(rng)
-        audio = render(voice, text)
-        audio = quantize(
-            audio * (0.1 / (np.sqrt(np.mean(audio**2)) + 1e-9))
-        )  # -20 dBFS RMS, as the espeak pool
-        save_audio(folder / f"{k:03d}.flac", audio)
-        items.append({"path": f"{k:03d}.flac", "text": text, "sha256": pcm_sha256(audio)})
+        _, sha = save_pretrain_utterance(
+            render(voice, text), folder / f"{k:03d}.flac"
+        )  # as the espeak pool's
+        items.append({"path": f"{k:03d}.flac", "text": text, "sha256": sha})
     tmp = folder / "done.tmp"
     tmp.write_text(json.dumps({"voice": voice.to_dict(), "items": items}, sort_keys=True))
     tmp.rename(folder / "done.json")  # written last: its presence means the speaker is complete
-
-
-def pool_description(speech: dict[str, list[Path]], engine: str, utterances: int) -> dict:
-    """What the model card records about the neural speakers of a pretraining run."""
-    from fedpse.audio.io import load_audio
-
-    seconds = sum(len(load_audio(p)) for files in speech.values() for p in files) / 16000
-    return {
-        "engine": engine,
-        "speakers": len(speech),
-        "utterances": utterances,
-        "audio_seconds": round(seconds, 1),
-    }
 
 
 def check_held_out(cfg, card: dict, what: str) -> None:

@@ -59,9 +59,8 @@ def world_key(cfg: Config) -> str:
             del world[section][key]
     if world["speech"]["source"] != "neural_tts":
         del world["speech"]["neural_tts"]  # (added later too) its settings change no audio of other sources
-    if not world["room"][
-        "enabled"
-    ]:  # a world without rooms has the same audio whatever the room settings say
+    # a world without rooms has the same audio whatever the room settings say
+    if not world["room"]["enabled"]:
         world["room"] = ROOMLESS
     blob = json.dumps({"format": FORMAT_VERSION, "seed": cfg.seed, "world": world}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()

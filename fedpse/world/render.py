@@ -153,6 +153,14 @@ def _job_user(job: dict) -> dict:
     return {"kind": "user", **record, "audio_seconds": total}
 
 
+def save_pretrain_utterance(audio: np.ndarray, path: Path) -> tuple[np.ndarray, str]:
+    """A pretraining utterance at -20 dBFS RMS, stored at ``path`` (16-bit FLAC): what was stored, and its PCM
+    sha256."""
+    audio = quantize(audio * (0.1 / (np.sqrt(np.mean(audio**2)) + 1e-9)))
+    save_audio(path, audio)
+    return audio, pcm_sha256(audio)
+
+
 def _job_pretrain_speech(job: dict) -> dict:
     cfg, root = _WORKER["cfg"], _WORKER["root"]
     spk = job["speaker"]
@@ -184,10 +192,9 @@ def _job_pretrain_speech(job: dict) -> dict:
                 skipped.append((err.path, err.reason))
     items, total = [], 0.0
     for k, (text, audio) in enumerate(utts):
-        audio = quantize(audio * (0.1 / (np.sqrt(np.mean(audio**2)) + 1e-9)))  # -20 dBFS RMS
         path = out / f"{k:03d}.flac"
-        save_audio(path, audio)
-        items.append({"path": str(path.relative_to(root)), "text": text, "sha256": pcm_sha256(audio)})
+        audio, sha = save_pretrain_utterance(audio, path)
+        items.append({"path": str(path.relative_to(root)), "text": text, "sha256": sha})
         total += len(audio) / SAMPLE_RATE
     return {
         "kind": "pretrain_speech",

@@ -655,15 +655,18 @@ def test_teacher_lead_results_are_one_generated_table_and_a_bad_file_is_named(tm
         teacher_lead.md_folder(tmp_path)
 
 
-@pytest.mark.parametrize(("prog", "says"), [("paper_table", "continues from them"), ("scale", "starts over")])
-def test_ctrl_c_in_a_study_is_one_line_and_exit_130(prog, says, capsys):
+@pytest.mark.parametrize(
+    ("prog", "resumable", "says"),
+    [("paper_table", True, "continues from them"), ("scale", False, "starts over")],
+)
+def test_ctrl_c_in_a_study_is_one_line_and_exit_130(prog, resumable, says, capsys):
     import studylib
 
     def interrupted(argv):
         raise KeyboardInterrupt
 
     with pytest.raises(SystemExit) as exit_:
-        studylib.run_main(prog, interrupted)
+        studylib.run_main(prog, interrupted, resumable=resumable)
     assert exit_.value.code == 130
     err = capsys.readouterr().err.strip()
     assert (

@@ -16,8 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
+from fedpse.models.onnx_teacher import _DTYPES
+
 TOLERANCE = 1e-4
-_FLOATS = {"tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(float16)": np.float16}
 
 
 def _relaxed_model(path: Path):
@@ -59,7 +60,7 @@ def _feed(args, rows: int, rng: np.random.Generator) -> dict:
     feed = {}
     for arg in args:
         shape = [rows if k == 0 else (d if isinstance(d, int) else 1) for k, d in enumerate(arg.shape)]
-        feed[arg.name] = (0.1 * rng.standard_normal(shape)).astype(_FLOATS.get(arg.type, np.float32))
+        feed[arg.name] = (0.1 * rng.standard_normal(shape)).astype(_DTYPES.get(arg.type, np.float32))
     return feed
 
 

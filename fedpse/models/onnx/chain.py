@@ -24,6 +24,7 @@ import numpy as np
 from fedpse.models.onnx.batching import rows_session
 from fedpse.models.onnx.framing import StftFraming
 from fedpse.models.onnx_teacher import (
+    _DTYPES,
     SAMPLE_RATE,
     OnnxTeacherError,
     TorchOnnxTeacher,
@@ -37,7 +38,7 @@ from fedpse.models.onnx_teacher import (
     onnx_param_count,
 )
 
-_FLOATS = {"tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(float16)": np.float16}
+_FLOATS = _DTYPES  # the ONNX float types a stage may take, as numpy dtypes
 
 
 class OnnxStage:
@@ -214,9 +215,8 @@ class OnnxStage:
     def _rows(self):
         """A session of this graph taking many rows at once, checked against this one (``batching.rows_session``);
         ``None`` where the graph cannot. Built on first need."""
-        if (
-            self._rows_session is False
-        ):  # checked even for a dynamic batch axis: states must batch on axis 0 too
+        # checked even for a dynamic batch axis: the states must batch on axis 0 too
+        if self._rows_session is False:
             self._rows_session = rows_session(self.path, self.session, self._threads)
         return self._rows_session
 
