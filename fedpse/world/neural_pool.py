@@ -14,6 +14,8 @@ A test world whose users speak with the same engine would no longer be held out:
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -62,21 +64,28 @@ def neural_pretrain_speech(
 
 
 def _render_speaker(voice, folder: Path, utterances: int, rng: np.random.Generator) -> None:
+    """Render into a private folder and rename it into place when complete: two pretraining runs rendering the
+    same speaker at once never read each other's half-written files (the later rename finds the folder there)."""
     from fedpse.world.neural_voices import render
     from fedpse.world.render import save_pretrain_utterance
     from fedpse.world.text import sentence
 
-    folder.mkdir(parents=True, exist_ok=True)
+    staging = folder.with_name(f".{folder.name}.{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
     items = []
     for k in range(utterances):
         text = sentence(rng)
-        _, sha = save_pretrain_utterance(
-            render(voice, text), folder / f"{k:03d}.flac"
-        )  # as the espeak pool's
-        items.append({"path": f"{k:03d}.flac", "text": text, "sha256": sha})
-    tmp = folder / "done.tmp"
-    tmp.write_text(json.dumps({"voice": voice.to_dict(), "items": items}, sort_keys=True))
-    tmp.rename(folder / "done.json")  # written last: its presence means the speaker is complete
+        path = staging / f"{k:03d}.flac"
+        _, sha = save_pretrain_utterance(render(voice, text), path)  # stored as the espeak pool's are
+        items.append({"path": path.name, "text": text, "sha256": sha})
+    (staging / "done.json").write_text(json.dumps({"voice": voice.to_dict(), "items": items}, sort_keys=True))
+    if folder.is_dir() and not (folder / "done.json").is_file():
+        shutil.rmtree(folder)  # left unfinished by an older fedpse
+    try:
+        staging.rename(folder)
+    except OSError:  # another run finished this speaker first: same seed, same audio
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def check_held_out(cfg, card: dict, what: str) -> None:

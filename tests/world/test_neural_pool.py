@@ -134,3 +134,22 @@ def test_neural_share_sets_how_often_a_neural_speaker_talks(tiny_world, tone_eng
     with pytest.raises(ConfigError, match=r"pretrain.neural_share=0.5: there are no neural speakers"):
         pretrain(_cfg(world_cfg, tmp_path, "pretrain.neural_share=0.5"), "student", world, progress=False,
                  log=lambda _: None)  # fmt: skip
+
+
+def test_a_speaker_rendered_by_two_runs_keeps_the_first_complete_folder_and_no_leftovers(
+    tiny_world, tone_engine
+):
+    from fedpse.config.world import NeuralTtsConfig
+    from fedpse.world.neural_pool import _render_speaker
+    from fedpse.world.neural_voices import sample_neural_voices
+
+    _, world = tiny_world
+    voice = sample_neural_voices(1, np.random.default_rng(3), NeuralTtsConfig(engine="kokoro"))[0]
+    folder = world.root / "pretrain" / "neural" / "race" / voice.voice_id
+    _render_speaker(voice, folder, 2, np.random.default_rng(1))
+    first = (folder / "done.json").read_text()
+    stamps = {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
+    _render_speaker(voice, folder, 2, np.random.default_rng(1))  # the slower run finishes second
+    assert (folder / "done.json").read_text() == first
+    assert {p.name: p.stat().st_mtime_ns for p in folder.iterdir()} == stamps
+    assert sorted(p.name for p in folder.parent.iterdir()) == [voice.voice_id]  # no staging folder left
